@@ -1,0 +1,7 @@
+"""gcp-jax: Global Covariance Pooling networks in JAX/Flax.
+
+Subpackages (lower never imports higher):
+  gcp_jax.ops    pure-jnp math of covariance pooling and its normalisations.
+"""
+
+__version__ = "0.1.0"

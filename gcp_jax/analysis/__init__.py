@@ -1,0 +1,1 @@
+"""Analyses built on the library (linear probes; later landscapes)."""

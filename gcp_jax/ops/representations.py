@@ -1,0 +1,89 @@
+"""Registry of the second-order representations the GCP papers compare.
+
+A representation = pooling (centred covariance or uncentred bilinear) ->
+post-normalisation of the (C, C) matrix -> vectorisation for the classifier.
+
+  name     pooling     normalisation                          vector
+  -------  ----------  -------------------------------------  ---------------
+  isqrt    covariance  Newton-Schulz square root (iSQRT-COV)  triu, C(C+1)/2
+  eig      covariance  exact power via eigh (MPN-COV)         triu
+  epn      covariance  signed sqrt + l2 (element-wise)        triu
+  svpn     covariance  singular-value power (power iter.)     triu
+  none     covariance  none (plain GCP, as DropCov uses)      triu
+  bcnn     bilinear    signed sqrt + l2 (B-CNN)               full, C^2
+
+Synopsis:
+  rep = get_representation("isqrt")
+  z = rep(feats, num_iters=5)                 # (B, H, W, C) -> (B, C(C+1)/2)
+  rep.normalize(cov, num_iters=5)             # the (B, C, C) stage alone
+  rep.output_dim(256)                         # 32896
+"""
+
+import dataclasses
+from typing import Any, Callable
+
+import jax
+
+from gcp_jax.ops.covariance import bilinear, covariance
+from gcp_jax.ops.eig_power import matrix_power_eig
+from gcp_jax.ops.elementwise_power import epn
+from gcp_jax.ops.linalg import upcast
+from gcp_jax.ops.newton_schulz import isqrt
+from gcp_jax.ops.singular_value_power import svpn
+from gcp_jax.ops.vectorize import flatten, triu_vec
+
+MatrixFn = Callable[..., jax.Array]
+
+
+def identity(mat: jax.Array) -> jax.Array:
+  """No post-normalisation (plain covariance); casts to the compute dtype."""
+  return upcast(mat)
+
+
+@dataclasses.dataclass(frozen=True)
+class Representation:
+  """One second-order representation; call it on features.
+
+  Attributes:
+    name: registry key.
+    pool: features (B, H, W, C) | (B, N, C) -> (B, C, C).
+    normalize: (B, C, C) -> (B, C, C); takes the representation's options as
+      keyword arguments.
+    vectorize: (B, C, C) -> (B, D).
+  """
+  name: str
+  pool: MatrixFn
+  normalize: MatrixFn
+  vectorize: MatrixFn
+
+  def __call__(self, features: jax.Array, **options: Any) -> jax.Array:
+    """(B, H, W, C) or (B, N, C) -> (B, D)."""
+    return self.vectorize(self.normalize(self.pool(features), **options))
+
+  def output_dim(self, channels: int) -> int:
+    """D for C = `channels`: C(C+1)/2 (triu) or C^2 (full)."""
+    if self.vectorize is triu_vec:
+      return channels * (channels + 1) // 2
+    return channels * channels
+
+
+REPRESENTATIONS: dict[str, Representation] = {
+    r.name: r for r in (
+        Representation("isqrt", covariance, isqrt, triu_vec),
+        Representation("eig", covariance, matrix_power_eig, triu_vec),
+        Representation("epn", covariance, epn, triu_vec),
+        Representation("svpn", covariance, svpn, triu_vec),
+        Representation("none", covariance, identity, triu_vec),
+        Representation("bcnn", bilinear, epn, flatten),
+    )
+}
+
+
+def get_representation(name: str) -> Representation:
+  """Looks up a representation by name; unknown names list the valid ones."""
+  try:
+    return REPRESENTATIONS[name]
+  except KeyError:
+    raise ValueError(
+        f"Unknown representation {name!r}; valid names are: "
+        f"{', '.join(sorted(REPRESENTATIONS))}.") from None

@@ -1,0 +1,18 @@
+"""Test-wide JAX setup; runs before any test module imports JAX.
+
+* 4 forced CPU devices, so multi-device code is exercised on this machine;
+* numpy-style rank promotion raises (catches silent (B, C) vs (B, C, C)
+  broadcasting);
+* TensorFlow (used later for tf.data) is kept off any GPU.
+"""
+
+import os
+
+NUM_TEST_DEVICES = 4
+
+os.environ["XLA_FLAGS"] = " ".join(
+    [os.environ.get("XLA_FLAGS", ""),
+     f"--xla_force_host_platform_device_count={NUM_TEST_DEVICES}"]).strip()
+os.environ["JAX_NUMPY_RANK_PROMOTION"] = "raise"
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")

@@ -1,0 +1,42 @@
+"""Independent float64 numpy references written from METHOD.md, not from the
+code under test."""
+
+import numpy as np
+
+
+def covariance(x: np.ndarray) -> np.ndarray:
+  """X Ibar X^T with the explicit M x M centring matrix (METHOD 1.1).
+
+  x: (B, M, C) -> (B, C, C), float64.
+  """
+  x = np.asarray(x, np.float64)
+  m = x.shape[1]
+  ibar = (np.eye(m) - np.ones((m, m)) / m) / m
+  xt = np.swapaxes(x, 1, 2)                     # (B, C, M) = X
+  return xt @ ibar @ x
+
+
+def newton_schulz_sqrt(cov: np.ndarray, n: int) -> np.ndarray:
+  """The reference iSQRT forward of METHOD 2.1, one matrix at a time."""
+  out = []
+  for s in np.asarray(cov, np.float64):
+    d = s.shape[0]
+    t = np.trace(s)
+    a = s / t
+    i3 = 3.0 * np.eye(d)
+    if n == 1:
+      y = 0.5 * a @ (i3 - a)
+    else:
+      tk = 0.5 * (i3 - a)
+      y, z = a @ tk, tk
+      for _ in range(n - 2):
+        tk = 0.5 * (i3 - z @ y)
+        y, z = y @ tk, tk @ z
+      y = 0.5 * y @ (i3 - z @ y)
+    out.append(y * np.sqrt(t))
+  return np.stack(out)
+
+
+def random_spd(rng: np.random.Generator, b: int, d: int, m: int) -> np.ndarray:
+  """B covariances of m random positions in d dims (rank <= m - 1), float64."""
+  return covariance(rng.standard_normal((b, m, d)))

@@ -1,0 +1,55 @@
+"""main.py end to end, as a user runs it (subprocess, default config)."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _run(*args, timeout=300):
+  env = dict(os.environ, XLA_FLAGS="", PYTHONPATH=ROOT)
+  return subprocess.run([sys.executable, "main.py", *args], cwd=ROOT,
+                        env=env, capture_output=True, text=True,
+                        timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def default_run(tmp_path_factory):
+  workdir = tmp_path_factory.mktemp("default")
+  proc = _run("--config", "configs/default.py", "--workdir", str(workdir))
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  with open(workdir / "probe_results.json") as f:
+    return json.load(f), proc.stdout
+
+
+def test_default_probe_accuracies(default_run):
+  """Second-order descriptors of the real digits beat first-order averaging
+  by a wide margin, and iSQRT-COV classifies held-out digits well."""
+  data, stdout = default_run
+  results = {r["representation"]: r for r in data["results"]}
+  assert set(results) == {"gap", "none", "isqrt", "eig", "epn", "svpn", "bcnn"}
+  assert results["isqrt"]["descriptor_dim"] == 11 * 12 // 2
+  assert results["bcnn"]["descriptor_dim"] == 11 * 11
+  assert results["isqrt"]["test_accuracy"] >= 0.95
+  for name in ("none", "isqrt", "eig", "epn", "svpn", "bcnn"):
+    assert results[name]["test_accuracy"] > results["gap"]["test_accuracy"] + 0.2
+  assert "isqrt" in stdout
+
+
+def test_unknown_config_key_is_an_error(tmp_path):
+  proc = _run("--config", "configs/default.py", "--workdir", str(tmp_path),
+              "--config.learning_rate=0.1")
+  assert proc.returncode != 0
+  assert "learning_rate" in proc.stderr
+  assert not os.listdir(tmp_path)
+
+
+def test_unknown_mode_is_an_error(tmp_path):
+  proc = _run("--config", "configs/default.py", "--workdir", str(tmp_path),
+              "--config.mode=train")
+  assert proc.returncode != 0
+  assert "valid modes: probe" in proc.stderr
