@@ -1,18 +1,23 @@
 """Pure-jnp math of global covariance pooling (no Flax, no optax).
 
-  covariance, bilinear            features -> (B, C, C)       covariance.py
+  covariance, bilinear,           features -> (B, C, C)       covariance.py
+  cross_covariance
   isqrt, newton_schulz            iSQRT-COV square root        newton_schulz.py
   matrix_power_eig                exact power via eigh         eig_power.py
   epn, signed_power               element-wise power norm      elementwise_power.py
   svpn                            singular-value power norm    singular_value_power.py
   triu_vec, flatten               matrix -> vector             vectorize.py
   get_representation              name -> full pipeline        representations.py
+  channel_attention, adaptive_drop_rate, channel_dropout,
+  structured_dropout              DropCov pieces                dropcov.py
 
 All ops compute in float32 (float64 stays float64) with matmuls at
 `Precision.HIGHEST`; see `linalg.py`.
 """
 
-from gcp_jax.ops.covariance import bilinear, covariance
+from gcp_jax.ops.covariance import bilinear, covariance, cross_covariance
+from gcp_jax.ops.dropcov import (adaptive_drop_rate, channel_attention,
+                                 channel_dropout, structured_dropout)
 from gcp_jax.ops.eig_power import matrix_power_eig
 from gcp_jax.ops.elementwise_power import epn, signed_power
 from gcp_jax.ops.newton_schulz import isqrt, newton_schulz
@@ -22,7 +27,10 @@ from gcp_jax.ops.singular_value_power import svpn
 from gcp_jax.ops.vectorize import flatten, triu_vec
 
 __all__ = [
-    "REPRESENTATIONS", "Representation", "bilinear", "covariance", "epn",
+    "REPRESENTATIONS", "Representation", "adaptive_drop_rate", "bilinear",
+    "channel_attention", "channel_dropout", "covariance", "cross_covariance",
+    "epn",
     "flatten", "get_representation", "isqrt", "matrix_power_eig",
-    "newton_schulz", "signed_power", "svpn", "triu_vec",
+    "newton_schulz", "signed_power", "structured_dropout", "svpn",
+    "triu_vec",
 ]

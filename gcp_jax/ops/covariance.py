@@ -68,3 +68,26 @@ def bilinear(x: jax.Array) -> jax.Array:
   """
   x = _as_positions(x, "bilinear")
   return jnp.einsum("bmc,bmd->bcd", x, x, precision=HIGHEST) / x.shape[1]
+
+
+def cross_covariance(q: jax.Array, k: jax.Array) -> jax.Array:
+  """Centred cross-covariance of two feature sets over the same positions.
+
+      C = (1/N) (Q - 1 mu_q^T)^T (K - 1 mu_k^T),   Q, K in R^{N x w}
+
+  Each feature is centred by its own mean over the N positions. (DropCov's
+  transformer code subtracts one scalar per slice instead, METHOD 5.3 item 3;
+  gcp-jax computes the covariance the method describes.)
+
+  Args:
+    q: (..., N, w) features.
+    k: (..., N, w') features at the same N positions.
+
+  Returns:
+    (..., w, w') in float32 (float64 if the inputs are).
+  """
+  q, k = upcast(q), upcast(k)
+  qc = q - jnp.mean(q, axis=-2, keepdims=True)
+  kc = k - jnp.mean(k, axis=-2, keepdims=True)
+  return jnp.einsum("...nv,...nw->...vw", qc, kc,
+                    precision=HIGHEST) / q.shape[-2]

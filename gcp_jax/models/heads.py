@@ -1,0 +1,122 @@
+"""Classification heads on a backbone's last feature map.
+
+  GAPHead      global average pooling -> FC                    (the baseline)
+  GCPHead      reduction block -> covariance -> post-norm -> triu -> FC
+  DropCovHead  reduction block -> [train: ECA + adaptive channel dropout]
+               -> covariance -> triu -> FC                      (METHOD 5.1)
+
+Every head computes in float32 with HIGHEST-precision matmuls whatever the
+backbone dtype (METHOD decision 4), sows its pooled vector as
+`intermediates/head/pooled`, and DropCov sows its rate as
+`intermediates/head/dropcov_rate`.
+"""
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from flax import linen as nn
+
+from gcp_jax import ops
+from gcp_jax.models import layers
+from gcp_jax.ops.linalg import HIGHEST
+
+Options = tuple[tuple[str, Any], ...]
+
+
+class ReductionBlock(nn.Module):
+  """Dimension reduction before GCP: 1x1 conv (no bias) C -> d, BN, ReLU."""
+  dim: int
+  bn_axis_name: str | None = None
+
+  @nn.compact
+  def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+    x = layers.conv(self.dim, 1, dtype=jnp.float32, precision=HIGHEST,
+                    name="conv_reduce")(x.astype(jnp.float32))
+    x = layers.batch_norm(train, self.bn_axis_name, dtype=jnp.float32,
+                          name="bn_reduce")(x)
+    return nn.relu(x)
+
+
+class GAPHead(nn.Module):
+  """(B, H, W, C) -> mean over H, W -> FC -> (B, num_classes)."""
+  num_classes: int
+  bn_axis_name: str | None = None   # unused; uniform head signature
+
+  @nn.compact
+  def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+    pooled = jnp.mean(x.astype(jnp.float32), axis=(1, 2))
+    self.sow("intermediates", "pooled", pooled)
+    return layers.dense(self.num_classes, x.shape[-1], precision=HIGHEST,
+                        name="fc")(pooled)
+
+
+class GCPHead(nn.Module):
+  """Reduction to d channels, a second-order representation, FC.
+
+  Attributes:
+    num_classes: classifier outputs.
+    dim: d, channels after the reduction block (256 for iSQRT-COV/GCPO, 128
+      for the TPAMI/DropCov tables).
+    representation: a name from `gcp_jax.ops.REPRESENTATIONS`.
+    representation_options: keyword arguments of its normalisation, as
+      (key, value) pairs, e.g. (("num_iters", 5),).
+    bn_axis_name: mapped axis to synchronise BN statistics over, or None.
+  """
+  num_classes: int
+  dim: int = 256
+  representation: str = "isqrt"
+  representation_options: Options = (("num_iters", 5),)
+  bn_axis_name: str | None = None
+
+  @nn.compact
+  def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+    rep = ops.get_representation(self.representation)
+    x = ReductionBlock(self.dim, self.bn_axis_name, name="reduce")(x, train)
+    pooled = rep(x, **dict(self.representation_options))
+    self.sow("intermediates", "pooled", pooled)
+    return layers.dense(self.num_classes, pooled.shape[-1], precision=HIGHEST,
+                        name="fc")(pooled)
+
+
+def _eca_init(key, shape, dtype=jnp.float32):
+  """PyTorch's default Conv1d init for fan_in = k: U(-1/sqrt(k), 1/sqrt(k))."""
+  bound = 1.0 / shape[0] ** 0.5
+  return jax.random.uniform(key, shape, dtype, -bound, bound)
+
+
+class DropCovHead(nn.Module):
+  """CNN DropCov: adaptive channel dropout before plain covariance pooling.
+
+  Training: a = softmax(conv1d_k(GAP(x))), x' = x (1 + a),
+  p = clamp(1 - (10 / log2 d) mean cos(a, Sigma' 1), 0, 1) (no gradient),
+  x'' = channel_dropout(x', p) with the 'dropout' RNG stream. Evaluation
+  skips both, as the reference does. Then covariance -> triu -> FC.
+
+  Attributes:
+    num_classes, dim, bn_axis_name: as in `GCPHead`.
+    eca_kernel_size: k of the 1-D convolution (3 in DropCov).
+    rate_axis_name: mapped axis over which the cosine's batch mean is also
+      averaged (global-batch rate); None = per-device rate, as the reference
+      under DataParallel.
+  """
+  num_classes: int
+  dim: int = 256
+  eca_kernel_size: int = 3
+  rate_axis_name: str | None = None
+  bn_axis_name: str | None = None
+
+  @nn.compact
+  def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+    x = ReductionBlock(self.dim, self.bn_axis_name, name="reduce")(x, train)
+    kernel = self.param("eca_conv", _eca_init, (self.eca_kernel_size,))
+    if train:
+      a = ops.channel_attention(x, kernel)
+      x = x * (1.0 + a[:, None, None, :])
+      rate = ops.adaptive_drop_rate(x, a, self.rate_axis_name)
+      self.sow("intermediates", "dropcov_rate", rate)
+      x = ops.channel_dropout(self.make_rng("dropout"), x, rate)
+    pooled = ops.triu_vec(ops.covariance(x))
+    self.sow("intermediates", "pooled", pooled)
+    return layers.dense(self.num_classes, pooled.shape[-1], precision=HIGHEST,
+                        name="fc")(pooled)
