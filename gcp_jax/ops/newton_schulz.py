@@ -78,7 +78,7 @@ def newton_schulz(a: jax.Array, num_iters: int) -> jax.Array:
 
   exactly as the reference computes it: k = 1 uses Y_0 = A, Z_0 = I in closed
   form (Y_1 = A(3I - A)/2, Z_1 = (3I - A)/2), k = 2..N-1 run in a
-  `lax.fori_loop`, and the last step forms Y_N only. N = 1 returns Y_1.
+  `lax.fori_loop` (unrolled), and the last step forms Y_N only. N = 1 returns Y_1.
 
   Converges to A^(1/2) when the eigenvalues of A lie in [0, 1] (ensured by
   the trace pre-normalisation); with N = 5 it is an approximation.
@@ -101,7 +101,10 @@ def newton_schulz(a: jax.Array, num_iters: int) -> jax.Array:
     t = 0.5 * (i3 - matmul(z, y))
     return matmul(y, t), matmul(t, z)
 
-  y, z = lax.fori_loop(0, num_iters - 2, step, (y, z))
+  # Fully unrolled (the trip count is static): the rolled loop's stacked
+  # residual buffers cost ~5% of the head's time on CPU
+  # (benchmarks/RESULTS.md).
+  y, z = lax.fori_loop(0, num_iters - 2, step, (y, z), unroll=True)
   return 0.5 * matmul(y, i3 - matmul(z, y))
 
 
