@@ -1,8 +1,18 @@
-"""gcp-jax entry point: `python main.py --config configs/X.py --workdir DIR`.
+"""gcp-jax entry point.
+
+  python main.py --config configs/X.py --workdir DIR [--config.key=value ...]
+         [--mode=train|eval|summary|probe]
+
+`train` (default) trains and evaluates with automatic resume from the
+workdir; `eval` evaluates the workdir's latest checkpoint; `summary` prints
+parameters per module and forward FLOPs; `probe` runs the second-order
+descriptor probe (configs/digits_probe.py). Config keys are locked: an
+unknown `--config.key` is an error. Several hosts: pass
+`--coordinator_address=HOST:PORT --num_processes=N --process_id=I` (or set
+them in the environment as `jax.distributed.initialize` documents).
 
 Kept short on purpose: the work is done by library functions that tests and
-notebooks import. Config values are overridden with `--config.key=value`;
-unknown keys are an error (the config is locked).
+notebooks import.
 """
 
 import json
@@ -12,44 +22,80 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from gcp_jax.errors import GcpJaxError
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file(
     "config", None, "Path to an ml_collections config file.",
     lock_config=True)
-flags.DEFINE_string("workdir", None, "Directory for results and logs.")
+flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and "
+                    "results.")
+flags.DEFINE_enum("mode", "train", ["train", "eval", "summary", "probe"],
+                  "What to run.")
+flags.DEFINE_string("coordinator_address", None,
+                    "host:port of process 0 for multi-host runs.")
+flags.DEFINE_integer("num_processes", None, "Number of processes (hosts).")
+flags.DEFINE_integer("process_id", None, "Index of this process.")
 flags.mark_flags_as_required(["config", "workdir"])
 
-MODES = ("probe",)
+
+def _init_distributed() -> None:
+  if FLAGS.coordinator_address is None and FLAGS.num_processes is None:
+    return
+  import jax
+  jax.distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes,
+                             FLAGS.process_id)
+
+
+def _write_json(path: str, payload: dict) -> None:
+  with open(path + ".tmp", "w") as f:
+    json.dump(payload, f, indent=2)
+  os.replace(path + ".tmp", path)
 
 
 def main(argv: list[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
-  config = FLAGS.config
-  if config.mode not in MODES:
-    raise app.UsageError(
-        f"config.mode={config.mode!r} is not supported; valid modes: "
-        f"{', '.join(MODES)}.")
+  if not FLAGS["verbosity"].present:   # progress lines, not library chatter
+    logging.set_verbosity(logging.WARNING)
+  _init_distributed()
   import jax  # after flag parsing, so --help stays fast
-  from gcp_jax.analysis.descriptor_probe import run_probe
-  logging.info("JAX %s, devices: %s", jax.__version__, jax.devices())
-  os.makedirs(FLAGS.workdir, exist_ok=True)
-  results = run_probe(config)
-  rows = [r.__dict__ for r in results.values()]
-  path = os.path.join(FLAGS.workdir, "probe_results.json")
-  with open(path + ".tmp", "w") as f:
-    json.dump({"config": config.to_dict(), "results": rows}, f, indent=2)
-  os.replace(path + ".tmp", path)
-  print(f"{'representation':>14} {'dim':>6} {'train':>7} {'test':>7} "
-        f"{'sec':>6}")
-  for r in rows:
-    print(f"{r['representation']:>14} {r['descriptor_dim']:>6} "
-          f"{r['train_accuracy']:7.4f} {r['test_accuracy']:7.4f} "
-          f"{r['seconds']:6.1f}")
-  print(f"wrote {path}", file=sys.stderr)
+  config, workdir = FLAGS.config, FLAGS.workdir
+  logging.info("JAX %s, process %d/%d, local devices: %s", jax.__version__,
+               jax.process_index(), jax.process_count(), jax.local_devices())
+  os.makedirs(workdir, exist_ok=True)
+  if FLAGS.mode == "probe":
+    from gcp_jax.analysis.descriptor_probe import format_results, run_probe
+    results = run_probe(config)
+    _write_json(os.path.join(workdir, "probe_results.json"),
+                {"config": config.to_dict(),
+                 "results": [r.__dict__ for r in results.values()]})
+    print(format_results(results))
+  elif FLAGS.mode == "summary":
+    from gcp_jax.models.summary import format_summary, summarize
+    from gcp_jax.train.loop import build_model
+    model = build_model(config, config.num_classes or 1000)
+    print(format_summary(summarize(model, config.data.image_size)))
+  elif FLAGS.mode == "eval":
+    from gcp_jax.train.loop import evaluate
+    metrics = evaluate(config, workdir)
+    if jax.process_index() == 0:
+      _write_json(os.path.join(workdir, "eval_results.json"), metrics)
+    print(json.dumps(metrics))
+  else:
+    from gcp_jax.train.loop import train_and_evaluate
+    result = train_and_evaluate(config, workdir)
+    if jax.process_index() == 0:
+      _write_json(os.path.join(workdir, "final_metrics.json"),
+                  {"eval": result.eval_metrics,
+                   "train": result.history[-1] if result.history else {}})
 
 
 if __name__ == "__main__":
-  app.run(main)
+  try:
+    app.run(main)
+  except GcpJaxError as e:  # one clear message for user errors
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(2)

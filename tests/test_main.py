@@ -1,4 +1,4 @@
-"""main.py end to end, as a user runs it (subprocess, default config)."""
+"""main.py --mode=probe end to end (subprocess, configs/digits_probe.py)."""
 
 import json
 import os
@@ -20,7 +20,8 @@ def _run(*args, timeout=300):
 @pytest.fixture(scope="module")
 def default_run(tmp_path_factory):
   workdir = tmp_path_factory.mktemp("default")
-  proc = _run("--config", "configs/default.py", "--workdir", str(workdir))
+  proc = _run("--config", "configs/digits_probe.py", "--mode=probe",
+              "--workdir", str(workdir))
   assert proc.returncode == 0, proc.stderr[-3000:]
   with open(workdir / "probe_results.json") as f:
     return json.load(f), proc.stdout
@@ -41,15 +42,15 @@ def test_default_probe_accuracies(default_run):
 
 
 def test_unknown_config_key_is_an_error(tmp_path):
-  proc = _run("--config", "configs/default.py", "--workdir", str(tmp_path),
-              "--config.learning_rate=0.1")
+  proc = _run("--config", "configs/digits_probe.py", "--mode=probe",
+              "--workdir", str(tmp_path), "--config.learning_rate=0.1")
   assert proc.returncode != 0
   assert "learning_rate" in proc.stderr
   assert not os.listdir(tmp_path)
 
 
 def test_unknown_mode_is_an_error(tmp_path):
-  proc = _run("--config", "configs/default.py", "--workdir", str(tmp_path),
-              "--config.mode=train")
+  proc = _run("--config", "configs/digits_probe.py", "--mode=fit",
+              "--workdir", str(tmp_path))
   assert proc.returncode != 0
-  assert "valid modes: probe" in proc.stderr
+  assert "one of <train|eval|summary|probe>" in proc.stderr

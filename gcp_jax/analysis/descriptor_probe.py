@@ -135,3 +135,13 @@ def run_probe(config) -> dict[str, ProbeResult]:
         _accuracy(params, test_x, split.test_labels),
         time.perf_counter() - start)
   return results
+
+
+def format_results(results: dict[str, ProbeResult]) -> str:
+  """A plain-text table of probe results."""
+  lines = [f"{'representation':>14} {'dim':>6} {'train':>7} {'test':>7} "
+           f"{'sec':>6}"]
+  lines += [f"{r.representation:>14} {r.descriptor_dim:>6} "
+            f"{r.train_accuracy:7.4f} {r.test_accuracy:7.4f} {r.seconds:6.1f}"
+            for r in results.values()]
+  return "\n".join(lines)

@@ -1,0 +1,63 @@
+"""The training config every experiment starts from (`base_config()`).
+
+Fields (all overridable with --config.KEY=VALUE; unknown keys are errors):
+
+  model                 registered name (`gcp_jax.models.model_names()`)
+  model_overrides       extra model fields, e.g. {"dim": 160}
+  num_classes           0 = from the data set (must match it otherwise)
+  half_precision        bf16 backbone; params and the GCP head stay float32
+  sync_bn               BatchNorm statistics averaged over all devices
+                        (False: per-device, PyTorch DataParallel semantics)
+  dropcov_global_rate   DropCov rate from the global batch (False: per device,
+                        as the reference under DataParallel)
+  data                  input pipeline (`gcp_jax.data.pipeline`)
+  learning_rate         base LR, used as given (never rescaled silently)
+  optimizer             `gcp_jax.train.optim.create_optimizer`
+  schedule              `gcp_jax.train.schedules.create_lr_schedule`
+  label_smoothing       epsilon of smoothed targets
+  num_epochs            training length; num_train_steps > 0 overrides it
+  log_every_steps, eval_every_epochs, checkpoint_every_epochs,
+  keep_checkpoints      reporting and checkpoint cadence
+  seed                  initialisation, dropout and data order
+"""
+
+import ml_collections
+
+from gcp_jax.data.config import default_data_config
+
+
+def base_config() -> ml_collections.ConfigDict:
+  config = ml_collections.ConfigDict()
+  config.seed = 0
+  config.model = "resnet_tiny_isqrt"
+  config.model_overrides = ml_collections.ConfigDict()
+  config.num_classes = 0
+  config.half_precision = False
+  config.sync_bn = True
+  config.dropcov_global_rate = False
+  config.data = default_data_config()
+  config.learning_rate = 0.1
+  config.optimizer = ml_collections.ConfigDict({
+      "name": "sgd", "momentum": 0.9, "nesterov": False,
+      "weight_decay": 1e-4, "no_decay": (), "lr_multipliers": (),
+      "b1": 0.9, "b2": 0.999, "eps": 1e-8})
+  config.schedule = ml_collections.ConfigDict({
+      "name": "step", "milestones": (30, 60, 90), "gamma": 0.1})
+  config.label_smoothing = 0.0
+  config.num_epochs = 100
+  config.num_train_steps = -1
+  config.log_every_steps = 100
+  config.eval_every_epochs = 1
+  config.checkpoint_every_epochs = 1
+  config.keep_checkpoints = 3
+  return config
+
+
+def use_imagenet(config: ml_collections.ConfigDict, batch_size: int) -> None:
+  """Points `config.data` at tfds imagenet2012 at 224 px (Inception crops,
+  eval resize 256 -> centre 224) with this global train and eval batch."""
+  config.data.name = "imagenet2012"
+  config.data.image_size = 224
+  config.data.crop_scale_min = 0.08
+  config.data.global_batch_size = batch_size
+  config.data.eval_batch_size = batch_size

@@ -1,0 +1,252 @@
+"""The training loop: `train_and_evaluate(config, workdir)` and `evaluate`.
+
+Initialisation order: the workdir's latest checkpoint (automatic resume),
+else a fresh initialisation from `config.seed`. The data position is derived
+from the restored step (epoch = step // steps_per_epoch, then the offset in
+the epoch), and the data order and augmentation are deterministic functions
+of (seed, epoch, example), so a resumed run sees the same batches as an
+uninterrupted one.
+
+Synopsis:
+  result = train_and_evaluate(config, workdir)
+  result.eval_metrics["top1"], result.history[-1]["loss"]
+  metrics = evaluate(config, workdir)        # latest checkpoint, no training
+"""
+
+import dataclasses
+import os
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from gcp_jax.data.pipeline import create_datasets
+from gcp_jax.errors import GcpJaxError
+from gcp_jax.models import create_model
+from gcp_jax.train import checkpoint as ckpt_lib
+from gcp_jax.train import parallel
+from gcp_jax.train.optim import create_optimizer
+from gcp_jax.train.reporting import Reporter
+from gcp_jax.train.schedules import create_lr_schedule
+from gcp_jax.train.state import TrainState
+from gcp_jax.train.steps import make_eval_step, make_train_step
+
+
+class NonFiniteLossError(GcpJaxError, FloatingPointError):
+  """The training loss became NaN or Inf."""
+
+
+class MissingCheckpointError(GcpJaxError, FileNotFoundError):
+  """`--mode=eval` on a workdir without a checkpoint."""
+
+
+@dataclasses.dataclass
+class TrainResult:
+  """What `train_and_evaluate` returns (for tests and notebooks)."""
+  state: TrainState
+  history: list[dict[str, float]]        # one entry per logging interval
+  eval_metrics: dict[str, float]         # of the final evaluation
+  eval_history: list[dict[str, float]]
+
+
+def build_model(config: ml_collections.ConfigDict, num_classes: int):
+  """The configured model, with BN/DropCov reductions bound to the mesh."""
+  overrides = dict(config.model_overrides)
+  if config.half_precision:
+    overrides["dtype"] = jnp.bfloat16
+  overrides["bn_axis_name"] = parallel.DATA_AXIS if config.sync_bn else None
+  if config.dropcov_global_rate:
+    overrides["rate_axis_name"] = parallel.DATA_AXIS
+  return create_model(config.model, num_classes, **overrides)
+
+
+def _initial_state(config, model, tx, image_size: int) -> TrainState:
+  x = jnp.zeros((1, image_size, image_size, 3), jnp.float32)
+  variables = jax.jit(model.init, static_argnums=2)(
+      jax.random.key(config.seed), x, False)
+  return TrainState.create(variables["params"],
+                           variables.get("batch_stats", {}), tx, config.seed)
+
+
+def _total_steps(config, steps_per_epoch: int) -> int:
+  if config.num_train_steps > 0:
+    return config.num_train_steps
+  return config.num_epochs * steps_per_epoch
+
+
+def _save_config(config, workdir: str) -> None:
+  if jax.process_index() != 0:
+    return
+  path = os.path.join(workdir, "config.json")
+  with open(path + ".tmp", "w") as f:
+    f.write(config.to_json_best_effort(indent=2))
+  os.replace(path + ".tmp", path)
+
+
+def _evaluate(eval_step, state, datasets, mesh) -> dict[str, float]:
+  sums = None
+  for batch in datasets.eval_batches():
+    out = eval_step(state, parallel.host_batch_to_global(mesh, batch))
+    sums = out if sums is None else jax.tree.map(jnp.add, sums, out)
+  sums = jax.device_get(sums)
+  count = float(sums["count"])
+  return {"loss": float(sums["loss_sum"]) / count,
+          "top1": float(sums["top1_sum"]) / count,
+          "top5": float(sums["top5_sum"]) / count, "count": count}
+
+
+def _setup(config, workdir):
+  """Mesh, data, model, optimiser, state (restored if a checkpoint exists)."""
+  mesh = parallel.create_mesh()
+  parallel.check_batch_size(config.data.global_batch_size, "training")
+  parallel.check_batch_size(config.data.eval_batch_size, "evaluation")
+  datasets = create_datasets(config.data,
+                             process_index=jax.process_index(),
+                             process_count=jax.process_count())
+  num_classes = config.num_classes or datasets.info.num_classes
+  if num_classes != datasets.info.num_classes:
+    raise parallel.ConfigError(
+        f"config.num_classes={config.num_classes} but the data set has "
+        f"{datasets.info.num_classes} classes; set config.num_classes=0 to "
+        f"take it from the data.")
+  model = build_model(config, num_classes)
+  steps_per_epoch = datasets.steps_per_epoch()
+  schedule = create_lr_schedule(config.schedule, config.learning_rate,
+                                steps_per_epoch, config.num_epochs)
+  tx = create_optimizer(config.optimizer, schedule)
+  state = parallel.replicate(
+      mesh, _initial_state(config, model, tx, config.data.image_size))
+  checkpoints = ckpt_lib.Checkpoints(workdir, config.keep_checkpoints)
+  meta = {"model": config.model, "steps_per_epoch": steps_per_epoch,
+          "num_classes": datasets.info.num_classes}
+  if checkpoints.latest_step() is not None:
+    state, saved = checkpoints.restore_latest(ckpt_lib.abstract_like(state))
+    if saved.get("steps_per_epoch") != steps_per_epoch:
+      raise parallel.ConfigError(
+          f"The checkpoint in {workdir} was trained with "
+          f"{saved.get('steps_per_epoch')} steps per epoch, this config gives "
+          f"{steps_per_epoch} (different batch size or data set); resuming "
+          f"would change the schedule. Use the original config or a new "
+          f"--workdir.")
+  return mesh, datasets, model, schedule, tx, state, checkpoints, meta
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict,
+                       workdir: str) -> TrainResult:
+  """Trains `config.model` on `config.data`, evaluating and checkpointing
+  every `eval_every_epochs` / `checkpoint_every_epochs` and at the end.
+
+  Returns:
+    A `TrainResult`: final state, logged train metrics, final eval metrics.
+  """
+  os.makedirs(workdir, exist_ok=True)
+  (mesh, datasets, model, schedule, tx, state, checkpoints,
+   meta) = _setup(config, workdir)
+  _save_config(config, workdir)
+  steps_per_epoch = datasets.steps_per_epoch()
+  total = _total_steps(config, steps_per_epoch)
+  train_step = make_train_step(model, tx, schedule, mesh,
+                               config.label_smoothing)
+  eval_step = make_eval_step(model, mesh)
+  reporter = Reporter(workdir, total, enabled=jax.process_index() == 0)
+  step = int(jax.device_get(state.step))
+  if step:
+    reporter.message(f"Resuming from step {step} (epoch "
+                     f"{step // steps_per_epoch}) in {workdir}.")
+  history, eval_history, eval_metrics = [], [], {}
+  window, pending = [], None
+  window_start = time.monotonic()
+
+  def flush():
+    """Fetches and checks the metrics of the last dispatched step."""
+    nonlocal pending
+    if pending is None:
+      return
+    done_step, metrics = pending
+    metrics = jax.device_get(metrics)
+    loss = float(metrics["loss_sum"]) / float(metrics["count"])
+    if not np.isfinite(loss):
+      raise NonFiniteLossError(
+          f"Training loss is {loss} at step {done_step} (epoch "
+          f"{(done_step - 1) // steps_per_epoch}). Lower the learning rate "
+          f"or check the data; checkpoints up to the last save are intact.")
+    window.append(metrics)
+    pending = None
+
+  while step < total:
+    epoch = step // steps_per_epoch
+    for batch in datasets.train_batches(epoch, step % steps_per_epoch):
+      state, metrics = train_step(
+          state, parallel.host_batch_to_global(mesh, batch))
+      step += 1
+      flush()              # the previous step's metrics: no pipeline stall
+      pending = (step, metrics)
+      if step % config.log_every_steps == 0 or step == total:
+        flush()
+        summary = _summarize_train(window, time.monotonic() - window_start)
+        summary["step"] = step
+        history.append(summary)
+        reporter.write("train", step, {k: v for k, v in summary.items()
+                                       if k != "step"})
+        reporter.progress(step, {k: summary[k] for k in
+                                 ("loss", "top1", "learning_rate")},
+                          summary["images_per_second"])
+        window, window_start = [], time.monotonic()
+      if step == total:
+        break
+    flush()
+    epochs, epoch_done = divmod(step, steps_per_epoch)
+    epoch_done = epoch_done == 0
+    last = step >= total
+    top1 = None
+    if last or (epoch_done and epochs % config.eval_every_epochs == 0):
+      eval_metrics = _evaluate(eval_step, state, datasets, mesh)
+      eval_metrics["step"] = step
+      eval_history.append(eval_metrics)
+      top1 = eval_metrics["top1"]
+      reporter.write("eval", step, {k: v for k, v in eval_metrics.items()
+                                    if k != "step"})
+      reporter.message(
+          f"eval at step {step}: top-1 {eval_metrics['top1']:.4f}, top-5 "
+          f"{eval_metrics['top5']:.4f}, loss {eval_metrics['loss']:.4f} "
+          f"({int(eval_metrics['count'])} images)")
+    if last or (epoch_done and epochs % config.checkpoint_every_epochs == 0):
+      checkpoints.save(step, state, {**meta, "eval": eval_metrics or None},
+                       eval_top1=top1)
+  checkpoints.close()
+  reporter.close()
+  return TrainResult(state, history, eval_metrics, eval_history)
+
+
+def _summarize_train(window: list[dict[str, Any]], seconds: float
+                     ) -> dict[str, float]:
+  """Means over a logging window of fetched step metrics."""
+  count = sum(float(m["count"]) for m in window)
+  out = {"loss": sum(float(m["loss_sum"]) for m in window) / count,
+         "top1": sum(float(m["correct_sum"]) for m in window) / count,
+         "learning_rate": float(window[-1]["learning_rate"]),
+         "grad_norm": float(np.mean([m["grad_norm"] for m in window])),
+         "images_per_second": count / max(seconds, 1e-9)}
+  if "dropcov_rate" in window[-1]:
+    out["dropcov_rate"] = float(np.mean([m["dropcov_rate"] for m in window]))
+  return out
+
+
+def evaluate(config: ml_collections.ConfigDict, workdir: str
+             ) -> dict[str, float]:
+  """Evaluates the latest checkpoint in `workdir` (never re-initialises:
+  without a checkpoint this is an error)."""
+  ckpt_dir = os.path.join(workdir, "checkpoints")
+  if not (os.path.isdir(ckpt_dir)
+          and any(name.isdigit() for name in os.listdir(ckpt_dir))):
+    raise MissingCheckpointError(
+        f"No checkpoint in {ckpt_dir}; train first (--mode=train) or point "
+        f"--workdir at a trained run.")
+  mesh, datasets, model, _, _, state, checkpoints, _ = _setup(config, workdir)
+  checkpoints.close()
+  metrics = _evaluate(make_eval_step(model, mesh), state, datasets, mesh)
+  metrics["step"] = int(jax.device_get(state.step))
+  return metrics

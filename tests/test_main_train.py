@@ -1,0 +1,143 @@
+"""main.py as users run it: training, SIGKILL and resume, eval mode, one-line
+errors, and two hosts on 127.0.0.1."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY = "tests/train/tiny_config_file.py"
+
+
+def _env(devices: int) -> dict[str, str]:
+  return dict(os.environ, PYTHONPATH=ROOT, JAX_DISABLE_MOST_OPTIMIZATIONS="1",
+              XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
+
+
+def _cmd(cache, workdir, *extra):
+  return [sys.executable, "main.py", "--config", f"{TINY}:{cache}",
+          "--workdir", str(workdir), *extra]
+
+
+def _run(cache, workdir, *extra, devices=4, timeout=300):
+  return subprocess.run(_cmd(cache, workdir, *extra), cwd=ROOT,
+                        env=_env(devices), capture_output=True, text=True,
+                        timeout=timeout)
+
+
+def _final(workdir):
+  with open(os.path.join(workdir, "final_metrics.json")) as f:
+    return json.load(f)
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+  return tmp_path_factory.mktemp("digits")
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(cache, tmp_path_factory):
+  workdir = tmp_path_factory.mktemp("full")
+  proc = _run(cache, workdir)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  return workdir, _final(workdir), proc.stdout
+
+
+def test_train_writes_metrics_and_checkpoints(uninterrupted):
+  workdir, final, stdout = uninterrupted
+  assert final["eval"]["top1"] > 0.3 and final["eval"]["count"] == 450
+  assert "eval at step 42" in stdout and "ETA" in stdout
+  assert sorted(os.listdir(workdir / "checkpoints")) == ["21", "42"]
+
+
+def test_sigkill_then_resume_matches_uninterrupted(cache, uninterrupted,
+                                                   tmp_path):
+  """Kill -9 after the first checkpoint; the rerun resumes from it and ends
+  with the uninterrupted run's metrics."""
+  _, full, _ = uninterrupted
+  proc = subprocess.Popen(_cmd(cache, tmp_path), cwd=ROOT, env=_env(4),
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          text=True)
+  ckpt = tmp_path / "checkpoints" / "21"
+  deadline = time.monotonic() + 240
+  while not ckpt.is_dir() and time.monotonic() < deadline:
+    assert proc.poll() is None, proc.stdout.read()[-3000:]
+    time.sleep(0.05)
+  proc.send_signal(signal.SIGKILL)
+  proc.wait(timeout=30)
+  assert ckpt.is_dir()
+  rerun = _run(cache, tmp_path)
+  assert rerun.returncode == 0, rerun.stderr[-3000:]
+  assert "Resuming from step 21" in rerun.stdout
+  resumed = _final(tmp_path)
+  assert resumed["eval"]["top1"] == full["eval"]["top1"]
+  assert resumed["eval"]["loss"] == pytest.approx(full["eval"]["loss"],
+                                                  rel=1e-5)
+
+
+def test_eval_mode_reproduces_saved_metric(cache, uninterrupted):
+  workdir, full, _ = uninterrupted
+  proc = _run(cache, workdir, "--mode=eval")
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  metrics = json.loads(proc.stdout.strip().splitlines()[-1])
+  assert metrics["step"] == 42
+  assert metrics["top1"] == pytest.approx(full["eval"]["top1"], abs=1e-9)
+
+
+def test_user_error_is_one_line_and_keeps_checkpoints(cache, uninterrupted):
+  workdir, _, _ = uninterrupted
+  proc = _run(cache, workdir, "--config.data.global_batch_size=30")
+  assert proc.returncode == 2
+  assert proc.stderr.strip().splitlines()[-1].startswith(
+      "error: The training batch size 30 is not divisible by the 4 devices")
+  assert "Traceback" not in proc.stderr
+  assert sorted(os.listdir(workdir / "checkpoints")) == ["21", "42"]
+
+
+def test_unknown_config_key(cache, tmp_path):
+  proc = _run(cache, tmp_path, "--config.learning_rat=0.1")
+  assert proc.returncode != 0 and "learning_rat" in proc.stderr
+
+
+def _free_port() -> int:
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    return s.getsockname()[1]
+
+
+@pytest.mark.multihost
+def test_two_hosts_match_one_host(cache, tmp_path):
+  """2 processes x 2 CPU devices (gloo collectives over 127.0.0.1) compute
+  the same steps as 1 process x 4 devices (5 steps at a small LR, so the
+  two reduction orders' rounding differences stay at rounding level)."""
+  short = ("--config.num_train_steps=5", "--config.log_every_steps=1",
+           "--config.learning_rate=0.01")
+  one = _run(cache, tmp_path / "one", *short)
+  assert one.returncode == 0, one.stderr[-3000:]
+  port = _free_port()
+  procs = [subprocess.Popen(
+      _cmd(cache, tmp_path / "two", *short,
+           f"--coordinator_address=127.0.0.1:{port}", "--num_processes=2",
+           f"--process_id={i}"),
+      cwd=ROOT, env=_env(2), stdout=subprocess.PIPE,
+      stderr=subprocess.STDOUT, text=True) for i in range(2)]
+  try:
+    outs = [p.communicate(timeout=300)[0] for p in procs]
+  finally:
+    for p in procs:
+      p.kill()
+  assert all(p.returncode == 0 for p in procs), outs[0][-2000:] + outs[1][
+      -2000:]
+  a, b = _final(tmp_path / "one"), _final(tmp_path / "two")
+  assert b["train"]["step"] == 5 and b["eval"]["count"] == 450
+  assert b["train"]["loss"] == pytest.approx(a["train"]["loss"], rel=1e-5)
+  assert b["train"]["grad_norm"] == pytest.approx(a["train"]["grad_norm"],
+                                                  rel=1e-4)
+  assert b["eval"]["loss"] == pytest.approx(a["eval"]["loss"], rel=1e-4)
+  assert "ETA" in outs[0] and "ETA" not in outs[1]    # process 0 reports

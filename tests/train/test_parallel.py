@@ -1,0 +1,82 @@
+"""Data parallelism: 1 device and 4 devices give the same step."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.sharding import AxisType, Mesh
+
+from gcp_jax.models import create_model
+from gcp_jax.train import parallel
+from gcp_jax.train.optim import create_optimizer
+from gcp_jax.train.schedules import create_lr_schedule
+from gcp_jax.train.state import TrainState
+from gcp_jax.train.steps import make_eval_step, make_train_step
+import ml_collections
+
+
+def _mesh(n):
+  return Mesh(np.array(jax.devices()[:n]), (parallel.DATA_AXIS,),
+              axis_types=(AxisType.Explicit,))
+
+
+def _setup(name):
+  model = create_model(name, 10, bn_axis_name=parallel.DATA_AXIS)
+  schedule = create_lr_schedule(ml_collections.ConfigDict({"name": "constant"}),
+                                0.1, 10, 1)
+  tx = create_optimizer(ml_collections.ConfigDict({
+      "name": "sgd", "momentum": 0.9, "weight_decay": 1e-4}), schedule)
+  variables = model.init(jax.random.key(0), jnp.zeros((1, 16, 16, 3)), False)
+  state = TrainState.create(variables["params"], variables["batch_stats"], tx,
+                            seed=0)
+  rng = np.random.default_rng(0)
+  batch = {"image": rng.standard_normal((8, 16, 16, 3)).astype(np.float32),
+           "label": rng.integers(0, 10, 8).astype(np.int32)}
+  return model, tx, schedule, state, batch
+
+
+@pytest.mark.parametrize("name", ["resnet_tiny_isqrt", "resnet_tiny_gap"])
+def test_one_vs_four_devices_same_step(name):
+  """Synchronised BN + pmean of gradients: the update equals the 1-device
+  update on the same global batch."""
+  model, tx, schedule, state, batch = _setup(name)
+  results = []
+  for n in (1, 4):
+    mesh = _mesh(n)
+    step = make_train_step(model, tx, schedule, mesh)
+    new, metrics = step(parallel.replicate(mesh, state),
+                        parallel.host_batch_to_global(mesh, batch))
+    results.append(jax.device_get((new, metrics)))
+  (one, m1), (four, m4) = results
+  np.testing.assert_allclose(m1["loss_sum"], m4["loss_sum"], rtol=1e-5)
+  np.testing.assert_allclose(m1["grad_norm"], m4["grad_norm"], rtol=1e-4)
+  for a, b in zip(jax.tree.leaves(one.params), jax.tree.leaves(four.params)):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+  for a, b in zip(jax.tree.leaves(one.batch_stats),
+                  jax.tree.leaves(four.batch_stats)):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_eval_counts_padded_batch_exactly():
+  model, _, _, state, batch = _setup("resnet_tiny_gap")
+  mesh = _mesh(4)
+  batch["mask"] = np.array([1, 1, 1, 1, 1, 0, 0, 0], np.float32)
+  sums = jax.device_get(make_eval_step(model, mesh)(
+      parallel.replicate(mesh, state),
+      parallel.host_batch_to_global(mesh, batch)))
+  assert float(sums["count"]) == 5.0
+  logits = model.apply({"params": state.params,
+                        "batch_stats": state.batch_stats},
+                       batch["image"][:5], False)
+  top1 = np.sum(np.argmax(np.asarray(logits), -1) == batch["label"][:5])
+  assert float(sums["top1_sum"]) == top1
+
+
+def test_step_compiles_once():
+  model, tx, schedule, state, batch = _setup("resnet_tiny_isqrt")
+  mesh = _mesh(4)
+  step = make_train_step(model, tx, schedule, mesh)
+  state = parallel.replicate(mesh, state)
+  for _ in range(3):
+    state, _ = step(state, parallel.host_batch_to_global(mesh, batch))
+  assert step._cache_size() == 1
