@@ -111,12 +111,13 @@ def _free_port() -> int:
     return s.getsockname()[1]
 
 
-@pytest.mark.multihost
 def test_two_hosts_match_one_host(cache, tmp_path):
   """2 processes x 2 CPU devices (gloo collectives over 127.0.0.1) compute
-  the same steps as 1 process x 4 devices (5 steps at a small LR, so the
-  two reduction orders' rounding differences stay at rounding level)."""
-  short = ("--config.num_train_steps=5", "--config.log_every_steps=1",
+  the same steps as 1 process x 4 devices. Compared after 3 steps: the
+  cross-process reductions round differently, and the Newton-Schulz
+  backward of this tiny d=16 head can amplify that (grad norms 3e-4 apart
+  by step 5 while the losses still agree to 1e-7)."""
+  short = ("--config.num_train_steps=3", "--config.log_every_steps=1",
            "--config.learning_rate=0.01")
   one = _run(cache, tmp_path / "one", *short)
   assert one.returncode == 0, one.stderr[-3000:]
@@ -135,9 +136,9 @@ def test_two_hosts_match_one_host(cache, tmp_path):
   assert all(p.returncode == 0 for p in procs), outs[0][-2000:] + outs[1][
       -2000:]
   a, b = _final(tmp_path / "one"), _final(tmp_path / "two")
-  assert b["train"]["step"] == 5 and b["eval"]["count"] == 450
+  assert b["train"]["step"] == 3 and b["eval"]["count"] == 450
   assert b["train"]["loss"] == pytest.approx(a["train"]["loss"], rel=1e-5)
   assert b["train"]["grad_norm"] == pytest.approx(a["train"]["grad_norm"],
-                                                  rel=1e-4)
+                                                  rel=1e-5)
   assert b["eval"]["loss"] == pytest.approx(a["eval"]["loss"], rel=1e-4)
   assert "ETA" in outs[0] and "ETA" not in outs[1]    # process 0 reports

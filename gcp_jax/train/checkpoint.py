@@ -85,13 +85,19 @@ class Checkpoints:
   """Latest-N and best-by-top-1 checkpoint managers for one workdir."""
 
   def __init__(self, workdir: str, keep: int = 3):
-    options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True)
+    # Several processes: synchronous saves, so that no process can leave
+    # train_and_evaluate while another still finalises a checkpoint.
+    asynchronous = jax.process_count() == 1
+    options = ocp.CheckpointManagerOptions(
+        max_to_keep=keep, create=True,
+        enable_async_checkpointing=asynchronous)
     self._latest = ocp.CheckpointManager(
         os.path.join(os.path.abspath(workdir), "checkpoints"),
         options=options, item_handlers=_handlers())
     best_options = ocp.CheckpointManagerOptions(
         max_to_keep=1, best_fn=lambda m: m["top1"], best_mode="max",
-        keep_checkpoints_without_metrics=False, create=True)
+        keep_checkpoints_without_metrics=False, create=True,
+        enable_async_checkpointing=asynchronous)
     self._best = ocp.CheckpointManager(
         os.path.join(os.path.abspath(workdir), "best"),
         options=best_options, item_handlers=_handlers())

@@ -22,6 +22,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+from jax.experimental import multihost_utils
 
 from gcp_jax.data.pipeline import create_datasets
 from gcp_jax.errors import GcpJaxError
@@ -218,6 +219,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
                        eval_top1=top1)
   checkpoints.close()
   reporter.close()
+  if jax.process_count() > 1:   # leave together: no process exits mid-save
+    multihost_utils.sync_global_devices("gcp_jax.train_and_evaluate")
   return TrainResult(state, history, eval_metrics, eval_history)
 
 
