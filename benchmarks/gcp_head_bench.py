@@ -107,6 +107,7 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 from jax import lax  # noqa: E402
 
+from benchmarks.bench_output import log, table  # noqa: E402
 import gcp_jax.ops as ops  # noqa: E402
 
 try:
@@ -406,10 +407,6 @@ def torch_fwd_bwd(head: Callable, x: "torch.Tensor",
 # ----------------------------------------------------------------- driver
 
 
-def log(msg: str) -> None:
-  print(msg, file=sys.stderr, flush=True)
-
-
 def make_inputs(batch: int) -> tuple[np.ndarray, np.ndarray]:
   rng = np.random.default_rng(batch)
   x = np.maximum(rng.standard_normal(
@@ -486,17 +483,6 @@ def bench_pieces(repeats: int) -> tuple[list[tuple[str, float]], float]:
            for _, fn, arg, cot in pieces]
   times, wait = waited(lambda: interleaved_median_ms(calls, repeats))
   return [(piece[0], ms) for piece, ms in zip(pieces, times)], wait
-
-
-def table(headers: Sequence[str], rows: Sequence[Sequence[str]],
-          markdown: bool) -> str:
-  if markdown:
-    lines = [headers, ["---:"] * len(headers), *rows]
-    return "\n".join("| " + " | ".join(r) + " |" for r in lines)
-  widths = [max(len(r[i]) for r in [headers, *rows])
-            for i in range(len(headers))]
-  return "\n".join("  ".join(c.rjust(wd) for c, wd in zip(r, widths))
-                   for r in [headers, *rows])
 
 
 def report(results: list[dict],

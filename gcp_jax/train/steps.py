@@ -14,7 +14,7 @@ Synopsis:
   sums = eval_step(state, batch)                     # batch has a 'mask'
 """
 
-from typing import Any, Callable
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
