@@ -146,9 +146,3 @@ class Checkpoints:
       manager.wait_until_finished()
       manager.close()
 
-
-def abstract_like(tree: PyTree) -> PyTree:
-  """ShapeDtypeStructs (with shardings) of a pytree of arrays."""
-  return jax.tree.map(
-      lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding),
-      tree)

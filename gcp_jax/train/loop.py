@@ -118,13 +118,16 @@ def _setup(config, workdir):
   schedule = create_lr_schedule(config.schedule, config.learning_rate,
                                 steps_per_epoch, config.num_epochs)
   tx = create_optimizer(config.optimizer, schedule)
-  state = parallel.replicate(
-      mesh, _initial_state(config, model, tx, config.data.image_size))
+  init = lambda: _initial_state(config, model, tx,  # noqa: E731
+                                config.data.image_size)
   checkpoints = ckpt_lib.Checkpoints(workdir, config.keep_checkpoints)
   meta = {"model": config.model, "steps_per_epoch": steps_per_epoch,
           "num_classes": datasets.info.num_classes}
-  if checkpoints.latest_step() is not None:
-    state, saved = checkpoints.restore_latest(ckpt_lib.abstract_like(state))
+  if checkpoints.latest_step() is None:
+    state = parallel.replicate(mesh, init())
+  else:   # restore into the state's shapes; never initialise the weights
+    state, saved = checkpoints.restore_latest(
+        parallel.abstract_replicated(mesh, jax.eval_shape(init)))
     if saved.get("steps_per_epoch") != steps_per_epoch:
       raise parallel.ConfigError(
           f"The checkpoint in {workdir} was trained with "

@@ -60,16 +60,27 @@ def host_batch_to_global(mesh: Mesh, batch: dict[str, np.ndarray]
           for k, v in batch.items()}
 
 
-def replicate(mesh: Mesh, tree: PyTree) -> PyTree:
-  """Places a pytree (identical on every host) on all devices.
+def replicated_sharding(mesh: Mesh, ndim: int) -> NamedSharding:
+  """Full replication of an ndim-array. The spec names every axis
+  (P(None, ...)), as the mapped steps' outputs do, so the state going in and
+  coming out has one type and the step compiles once."""
+  return NamedSharding(mesh, P(*([None] * ndim)))
 
-  The spec names every axis (P(None, ...)), as the mapped steps' outputs
-  do, so the state going in and coming out has one type and the step
-  compiles once.
-  """
+
+def replicate(mesh: Mesh, tree: PyTree) -> PyTree:
+  """Places a pytree (identical on every host) on all devices."""
   def put(x):
     host = np.asarray(x)
-    sharding = NamedSharding(mesh, P(*([None] * host.ndim)))
-    return jax.make_array_from_callback(host.shape, sharding,
-                                        lambda index: host[index])
+    return jax.make_array_from_callback(
+        host.shape, replicated_sharding(mesh, host.ndim),
+        lambda index: host[index])
   return jax.tree.map(put, tree)
+
+
+def abstract_replicated(mesh: Mesh, shapes: PyTree) -> PyTree:
+  """`jax.ShapeDtypeStruct`s of `shapes` with the sharding `replicate`
+  gives: the restore target for a replicated state, without allocating it."""
+  return jax.tree.map(
+      lambda s: jax.ShapeDtypeStruct(
+          s.shape, s.dtype, sharding=replicated_sharding(mesh, len(s.shape))),
+      shapes)
