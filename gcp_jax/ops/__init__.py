@@ -8,6 +8,7 @@
   svpn                            singular-value power norm    singular_value_power.py
   triu_vec, flatten               matrix -> vector             vectorize.py
   get_representation              name -> full pipeline        representations.py
+  cross_entropy                   classification loss           losses.py
   channel_attention, adaptive_drop_rate, channel_dropout,
   structured_dropout              DropCov pieces                dropcov.py
 
@@ -20,6 +21,7 @@ from gcp_jax.ops.dropcov import (adaptive_drop_rate, channel_attention,
                                  channel_dropout, structured_dropout)
 from gcp_jax.ops.eig_power import matrix_power_eig
 from gcp_jax.ops.elementwise_power import epn, signed_power
+from gcp_jax.ops.losses import cross_entropy
 from gcp_jax.ops.newton_schulz import isqrt, newton_schulz
 from gcp_jax.ops.representations import (REPRESENTATIONS, Representation,
                                          get_representation)
@@ -29,6 +31,7 @@ from gcp_jax.ops.vectorize import flatten, triu_vec
 __all__ = [
     "REPRESENTATIONS", "Representation", "adaptive_drop_rate", "bilinear",
     "channel_attention", "channel_dropout", "covariance", "cross_covariance",
+    "cross_entropy",
     "epn",
     "flatten", "get_representation", "isqrt", "matrix_power_eig",
     "newton_schulz", "signed_power", "structured_dropout", "svpn",

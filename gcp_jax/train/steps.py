@@ -23,21 +23,12 @@ from flax import linen as nn
 from jax import lax
 from jax.sharding import Mesh, PartitionSpec as P
 
+from gcp_jax.ops.losses import cross_entropy
 from gcp_jax.train.parallel import DATA_AXIS
 from gcp_jax.train.state import TrainState
 
 Batch = dict[str, jax.Array]
 Metrics = dict[str, jax.Array]
-
-
-def cross_entropy(logits: jax.Array, labels: jax.Array,
-                  label_smoothing: float) -> jax.Array:
-  """Per-example cross-entropy with optional label smoothing eps: targets
-  (1 - eps) one_hot + eps / K. (B, K), (B,) -> (B,)."""
-  targets = jax.nn.one_hot(labels, logits.shape[-1])
-  if label_smoothing:
-    targets = optax.smooth_labels(targets, label_smoothing)
-  return optax.softmax_cross_entropy(logits, targets)
 
 
 def _topk_correct(logits: jax.Array, labels: jax.Array, k: int) -> jax.Array:
