@@ -23,6 +23,11 @@ Fields:
                      num_train // global_batch_size full batches
   eval_batch_size    evaluation batch over all processes; the last batch is
                      padded and masked, so every example counts once
+  eval_views         views per evaluation image whose logits are averaged:
+                     1 = the centre crop, 2 = centre crop + its mirror image
+                     (fast-MPN-COV fine-grained), 10 = torchvision TenCrop
+                     (4 corners + centre, and mirrored; fast-MPN-COV's final
+                     ImageNet evaluation)
   shuffle_buffer     tf.data shuffle buffer of imagenet2012 (image folders
                      are permuted in full every epoch)
   seed               data order and augmentation
@@ -41,6 +46,7 @@ from gcp_jax.errors import GcpJaxError
 
 DATASET_NAMES = ("digits", "image_folder", "imagenet2012")
 TRAIN_AUGMENTATIONS = ("inception_crop", "resize_crop_flip", "none")
+EVAL_VIEWS = (1, 2, 10)
 EVAL_CROP_FRACTION = 0.875  # centre crop 224 of a 256 short side
 
 
@@ -59,6 +65,7 @@ def default_data_config() -> ml_collections.ConfigDict:
       "crop_scale_min": 0.08,
       "global_batch_size": 128,
       "eval_batch_size": 128,
+      "eval_views": 1,
       "shuffle_buffer": 16_384,
       "seed": 0,
       "skip_corrupt": False,
@@ -79,6 +86,7 @@ class DataSettings:
   crop_scale_min: float
   global_batch_size: int
   eval_batch_size: int
+  eval_views: int
   shuffle_buffer: int
   seed: int
   skip_corrupt: bool
@@ -113,6 +121,10 @@ class DataSettings:
       raise DataError(
           f"Unknown data.train_augment={self.train_augment!r}; valid: "
           f"{', '.join(TRAIN_AUGMENTATIONS)}.")
+    if self.eval_views not in EVAL_VIEWS:
+      raise DataError(f"data.eval_views={self.eval_views} is not supported; "
+                      f"use 1 (centre crop), 2 (centre + mirror) or 10 "
+                      f"(TenCrop).")
     if self.image_size < 1:
       raise DataError(f"data.image_size={self.image_size} must be positive.")
     if self.resize_size < self.image_size:

@@ -51,7 +51,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from gcp_jax.data import digits, preprocess
+from gcp_jax.data import digits, preprocess, views
 from gcp_jax.data.config import DataError, DataSettings, default_data_config
 from gcp_jax.data.sources import (FolderSource, Record, TfdsSource,
                                   corrupt_error, decode_failure, host_range)
@@ -160,6 +160,8 @@ class Datasets:
       int32 (B,), 'mask': float32 (B,)}, B = eval_batch_size //
       process_count; mask is 1 for real examples and 0 for padding. Over all
       processes every evaluation example appears exactly once with mask 1.
+      With `eval_views` V > 1 the images are (B, V, S, S, 3)
+      (`views.eval_views`); the evaluation step averages the V logits.
     """
     start, stop = self._eval_sizes[self._process_index]
     return self._batches(_Stream(
@@ -176,14 +178,25 @@ class Datasets:
         scale_min=s.crop_scale_min)
     return {"image": image, "label": record["label"]}
 
+  def _eval_image_shape(self) -> list[int]:
+    """(S, S, 3), or (V, S, S, 3) with V = eval_views > 1."""
+    size, views = self._settings.image_size, self._settings.eval_views
+    return ([views] if views > 1 else []) + [size, size, 3]
+
   def _eval_example(self, record: Record) -> dict[str, tf.Tensor]:
-    size = self._settings.image_size
-    image = tf.cond(
-        record["mask"] > 0,
-        lambda: preprocess.eval_image(
-            self._source.load("val", record), image_size=size,
-            resize_size=self._settings.resize_size),
-        lambda: tf.zeros([size, size, 3]))  # skipped unreadable image
+    s = self._settings
+
+    def load():
+      image = self._source.load("val", record)
+      if s.eval_views == 1:
+        return preprocess.eval_image(image, image_size=s.image_size,
+                                     resize_size=s.resize_size)
+      return views.eval_views(image, image_size=s.image_size,
+                              resize_size=s.resize_size,
+                              num_views=s.eval_views)
+
+    image = tf.cond(record["mask"] > 0, load,   # else: skipped unreadable
+                    lambda: tf.zeros(self._eval_image_shape()))
     return {"image": image, "label": record["label"],
             "mask": record["mask"]}
 
@@ -223,9 +236,8 @@ class Datasets:
       dataset = dataset.map(stream.example,
                             self._settings.num_parallel_calls)
     if stream.split == "val":
-      size = self._settings.image_size
       padding = tf.data.Dataset.from_tensors({
-          "image": tf.zeros([size, size, 3], tf.float32),
+          "image": tf.zeros(self._eval_image_shape(), tf.float32),
           "label": tf.constant(0, tf.int32), "mask": tf.constant(0.0)}
       ).repeat((stream.num_steps - first_step) * batch_size - (n - start))
       dataset = padding if dataset is None else dataset.concatenate(padding)

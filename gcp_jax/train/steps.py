@@ -107,12 +107,26 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation,
   return jax.jit(mapped, donate_argnums=0)
 
 
+def view_averaged_logits(model: nn.Module, variables, images: jax.Array
+                         ) -> jax.Array:
+  """Inference logits, (B, S, S, 3) -> (B, K); for multi-view input
+  (B, V, S, S, 3) the mean of the V views' logits (fast-MPN-COV's 2-view
+  and 10-crop evaluation averages logits, not probabilities)."""
+  if images.ndim == 4:
+    return model.apply(variables, images, False)
+  batch, num_views = images.shape[:2]
+  logits = model.apply(variables, images.reshape(-1, *images.shape[2:]),
+                       False)
+  return logits.reshape(batch, num_views, -1).mean(axis=1)
+
+
 def make_eval_step(model: nn.Module, mesh: Mesh
                    ) -> Callable[[TrainState, Batch], Metrics]:
   """Builds the compiled data-parallel evaluation step.
 
   `batch` = {'image', 'label', 'mask'}; padded examples (mask 0) count
   nowhere, so every real example counts exactly once on any device count.
+  Multi-view images (B, V, S, S, 3) are scored by their mean logits.
 
   Returns:
     step(state, batch) -> replicated sums `loss_sum`, `top1_sum`, `top5_sum`
@@ -120,7 +134,7 @@ def make_eval_step(model: nn.Module, mesh: Mesh
   """
 
   def per_device(state: TrainState, batch: Batch) -> Metrics:
-    logits = model.apply(state.variables(), batch["image"], False)
+    logits = view_averaged_logits(model, state.variables(), batch["image"])
     mask = batch["mask"].astype(jnp.float32)
     k5 = min(5, logits.shape[-1])
     sums = {

@@ -72,6 +72,29 @@ def test_eval_counts_padded_batch_exactly():
   assert float(sums["top1_sum"]) == top1
 
 
+def test_multi_view_eval_scores_the_mean_logits():
+  """(B, V, S, S, 3) images: loss and top-1 of the mean of the V views'
+  logits, each view run through the model on its own."""
+  model, _, _, state, batch = _setup("resnet_tiny_isqrt")
+  rng = np.random.default_rng(1)
+  images = rng.standard_normal((8, 3, 16, 16, 3)).astype(np.float32)
+  mesh = _mesh(4)
+  sums = jax.device_get(make_eval_step(model, mesh)(
+      parallel.replicate(mesh, state), parallel.host_batch_to_global(
+          mesh, {"image": images, "label": batch["label"],
+                 "mask": np.ones(8, np.float32)})))
+  variables = {"params": state.params, "batch_stats": state.batch_stats}
+  per_view = [np.asarray(model.apply(variables, images[:, v], False),
+                         np.float64) for v in range(3)]
+  logits = np.mean(per_view, axis=0)
+  shifted = logits - logits.max(-1, keepdims=True)
+  log_p = shifted - np.log(np.exp(shifted).sum(-1, keepdims=True))
+  loss = -log_p[np.arange(8), batch["label"]].sum()
+  np.testing.assert_allclose(float(sums["loss_sum"]), loss, rtol=1e-5)
+  assert float(sums["top1_sum"]) == np.sum(
+      np.argmax(logits, -1) == batch["label"])
+
+
 def test_step_compiles_once():
   model, tx, schedule, state, batch = _setup("resnet_tiny_isqrt")
   mesh = _mesh(4)
