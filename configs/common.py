@@ -15,6 +15,11 @@ Fields (all overridable with --config.KEY=VALUE; unknown keys are errors):
   optimizer             `gcp_jax.train.optim.create_optimizer`
   schedule              `gcp_jax.train.schedules.create_lr_schedule`
   label_smoothing       epsilon of smoothed targets
+  ema_decay             > 0: keep an exponential moving average of the
+                        weights (and BN statistics), evaluated next to them
+                        as ema_top1 / ema_top5 (DeiT: 0.99996); 0 = off
+  best_metric           eval metric choosing WORKDIR/best: "top1" or
+                        "ema_top1" (the DeiT reference selects by the EMA)
   num_epochs            training length; num_train_steps > 0 overrides it
   log_every_steps, eval_every_epochs, checkpoint_every_epochs,
   keep_checkpoints      reporting and checkpoint cadence
@@ -44,6 +49,8 @@ def base_config() -> ml_collections.ConfigDict:
   config.schedule = ml_collections.ConfigDict({
       "name": "step", "milestones": (30, 60, 90), "gamma": 0.1})
   config.label_smoothing = 0.0
+  config.ema_decay = 0.0
+  config.best_metric = "top1"
   config.num_epochs = 100
   config.num_train_steps = -1
   config.log_every_steps = 100

@@ -69,7 +69,8 @@ def _initial_state(config, model, tx, image_size: int) -> TrainState:
   variables = jax.jit(model.init, static_argnums=2)(
       jax.random.key(config.seed), x, False)
   return TrainState.create(variables["params"],
-                           variables.get("batch_stats", {}), tx, config.seed)
+                           variables.get("batch_stats", {}), tx, config.seed,
+                           ema=config.ema_decay > 0)
 
 
 def _total_steps(config, steps_per_epoch: int) -> int:
@@ -87,20 +88,52 @@ def _save_config(config, workdir: str) -> None:
   os.replace(path + ".tmp", path)
 
 
-def _evaluate(eval_step, state, datasets, mesh) -> dict[str, float]:
-  sums = None
+def _evaluate(eval_steps, state, datasets, mesh) -> dict[str, float]:
+  """Loss, top-1, top-5 and count of every eval step, keys prefixed with
+  the step's name ('' for the weights, 'ema_' for their average); the
+  batches are read once."""
+  sums = {}
   for batch in datasets.eval_batches():
-    out = eval_step(state, parallel.host_batch_to_global(mesh, batch))
-    sums = out if sums is None else jax.tree.map(jnp.add, sums, out)
-  sums = jax.device_get(sums)
-  count = float(sums["count"])
-  return {"loss": float(sums["loss_sum"]) / count,
-          "top1": float(sums["top1_sum"]) / count,
-          "top5": float(sums["top5_sum"]) / count, "count": count}
+    batch = parallel.host_batch_to_global(mesh, batch)
+    for prefix, eval_step in eval_steps.items():
+      out = eval_step(state, batch)
+      sums[prefix] = (out if prefix not in sums
+                      else jax.tree.map(jnp.add, sums[prefix], out))
+  metrics = {}
+  for prefix, total in jax.device_get(sums).items():
+    count = float(total["count"])
+    metrics.update({prefix + "loss": float(total["loss_sum"]) / count,
+                    prefix + "top1": float(total["top1_sum"]) / count,
+                    prefix + "top5": float(total["top5_sum"]) / count})
+  metrics["count"] = count
+  return metrics
+
+
+def _make_eval_steps(config, model, mesh):
+  """{'': weights, 'ema_': weight average (if config.ema_decay > 0)}."""
+  steps = {"": make_eval_step(model, mesh)}
+  if config.ema_decay > 0:
+    steps["ema_"] = make_eval_step(model, mesh, use_ema=True)
+  return steps
+
+
+def _check_training_config(config) -> None:
+  if not 0.0 <= config.ema_decay < 1.0:
+    raise parallel.ConfigError(
+        f"config.ema_decay={config.ema_decay} must be in [0, 1) (0 = no "
+        f"weight average; DeiT's 0.99996).")
+  if config.best_metric not in ("top1", "ema_top1"):
+    raise parallel.ConfigError(
+        f"config.best_metric={config.best_metric!r}; use 'top1' or "
+        f"'ema_top1'.")
+  if config.best_metric == "ema_top1" and not config.ema_decay:
+    raise parallel.ConfigError(
+        "config.best_metric='ema_top1' needs config.ema_decay > 0.")
 
 
 def _setup(config, workdir):
   """Mesh, data, model, optimiser, state (restored if a checkpoint exists)."""
+  _check_training_config(config)
   mesh = parallel.create_mesh()
   parallel.check_batch_size(config.data.global_batch_size, "training")
   parallel.check_batch_size(config.data.eval_batch_size, "evaluation")
@@ -153,8 +186,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   steps_per_epoch = datasets.steps_per_epoch()
   total = _total_steps(config, steps_per_epoch)
   train_step = make_train_step(model, tx, schedule, mesh,
-                               config.label_smoothing)
-  eval_step = make_eval_step(model, mesh)
+                               config.label_smoothing, config.ema_decay)
+  eval_steps = _make_eval_steps(config, model, mesh)
   reporter = Reporter(workdir, total, enabled=jax.process_index() == 0)
   step = int(jax.device_get(state.step))
   if step:
@@ -207,16 +240,18 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
     last = step >= total
     top1 = None
     if last or (epoch_done and epochs % config.eval_every_epochs == 0):
-      eval_metrics = _evaluate(eval_step, state, datasets, mesh)
+      eval_metrics = _evaluate(eval_steps, state, datasets, mesh)
       eval_metrics["step"] = step
       eval_history.append(eval_metrics)
-      top1 = eval_metrics["top1"]
+      top1 = eval_metrics[config.best_metric]
       reporter.write("eval", step, {k: v for k, v in eval_metrics.items()
                                     if k != "step"})
+      ema = (f"; EMA top-1 {eval_metrics['ema_top1']:.4f}"
+             if "ema_top1" in eval_metrics else "")
       reporter.message(
           f"eval at step {step}: top-1 {eval_metrics['top1']:.4f}, top-5 "
           f"{eval_metrics['top5']:.4f}, loss {eval_metrics['loss']:.4f} "
-          f"({int(eval_metrics['count'])} images)")
+          f"({int(eval_metrics['count'])} images){ema}")
     if last or (epoch_done and epochs % config.checkpoint_every_epochs == 0):
       checkpoints.save(step, state, {**meta, "eval": eval_metrics or None},
                        eval_top1=top1)
@@ -253,6 +288,7 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str
         f"--workdir at a trained run.")
   mesh, datasets, model, _, _, state, checkpoints, _ = _setup(config, workdir)
   checkpoints.close()
-  metrics = _evaluate(make_eval_step(model, mesh), state, datasets, mesh)
+  metrics = _evaluate(_make_eval_steps(config, model, mesh), state,
+                      datasets, mesh)
   metrics["step"] = int(jax.device_get(state.step))
   return metrics

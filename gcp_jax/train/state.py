@@ -1,8 +1,9 @@
 """The training state: one pytree, replicated on every device.
 
 Synopsis:
-  state = TrainState.create(params, batch_stats, tx, seed=0)
-  key = state.dropout_key()      # fold_in(step) happens inside the step
+  state = TrainState.create(params, batch_stats, tx, seed=0, ema=False)
+  key = state.base_key()         # fold_in(step) happens inside the step
+  state.variables(), state.ema_variables()
 """
 
 from typing import Any
@@ -17,8 +18,11 @@ PyTree = Any
 
 @flax.struct.dataclass
 class TrainState:
-  """step (int32 scalar), params, batch_stats, opt_state, and the base RNG
-  key stored as raw uint32 key data (checkpointable as a plain array).
+  """step (int32 scalar), params, batch_stats, opt_state, the base RNG
+  key stored as raw uint32 key data (checkpointable as a plain array), and
+  `ema`: None, or the exponential moving average {'params', 'batch_stats'}
+  of the weights (timm's ModelEmaV2: every array of the model, BN running
+  statistics included, updated after each step).
 
   The optimiser itself is not part of the state (it is rebuilt from the
   config), so a checkpoint holds only arrays.
@@ -28,13 +32,18 @@ class TrainState:
   batch_stats: PyTree
   opt_state: PyTree
   rng: jax.Array
+  ema: PyTree = None
 
   @classmethod
   def create(cls, params: PyTree, batch_stats: PyTree,
-             tx: optax.GradientTransformation, seed: int) -> "TrainState":
+             tx: optax.GradientTransformation, seed: int,
+             ema: bool = False) -> "TrainState":
+    """A step-0 state; with `ema` the average starts at the weights."""
     return cls(step=jnp.zeros((), jnp.int32), params=params,
                batch_stats=batch_stats, opt_state=tx.init(params),
-               rng=jax.random.key_data(jax.random.key(seed)))
+               rng=jax.random.key_data(jax.random.key(seed)),
+               ema=({"params": params, "batch_stats": batch_stats}
+                    if ema else None))
 
   def base_key(self) -> jax.Array:
     """The typed PRNG key behind `rng`."""
@@ -43,3 +52,9 @@ class TrainState:
   def variables(self) -> dict[str, PyTree]:
     """{'params', 'batch_stats'} for `model.apply`."""
     return {"params": self.params, "batch_stats": self.batch_stats}
+
+  def ema_variables(self) -> dict[str, PyTree]:
+    """The averaged {'params', 'batch_stats'}; requires `ema`."""
+    if self.ema is None:
+      raise ValueError("This state keeps no EMA (config.ema_decay = 0).")
+    return self.ema

@@ -39,7 +39,7 @@ def _topk_correct(logits: jax.Array, labels: jax.Array, k: int) -> jax.Array:
 
 def make_train_step(model: nn.Module, tx: optax.GradientTransformation,
                     schedule: optax.Schedule, mesh: Mesh,
-                    label_smoothing: float = 0.0
+                    label_smoothing: float = 0.0, ema_decay: float = 0.0
                     ) -> Callable[[TrainState, Batch], tuple[TrainState,
                                                              Metrics]]:
   """Builds the compiled data-parallel training step.
@@ -52,6 +52,8 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation,
     schedule: step -> learning rate (only logged here; `tx` applies it).
     mesh: 1-D mesh with axis `DATA_AXIS`.
     label_smoothing: eps of the smoothed targets.
+    ema_decay: decay of the weight average when `state.ema` is kept:
+      ema <- decay * ema + (1 - decay) * (new params, new BN statistics).
 
   Returns:
     step(state, batch) -> (new state, metrics). `batch` = {'image': (B, H, W,
@@ -87,6 +89,10 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation,
         step=state.step + 1,
         params=optax.apply_updates(state.params, param_updates),
         batch_stats=batch_stats, opt_state=opt_state)
+    if state.ema is not None:
+      new_state = new_state.replace(ema=jax.tree.map(
+          lambda avg, new: ema_decay * avg + (1.0 - ema_decay) * new,
+          state.ema, new_state.variables()))
     count = jnp.float32(logits.shape[0])
     metrics = {
         "loss_sum": lax.psum(loss * count, DATA_AXIS),
@@ -120,13 +126,14 @@ def view_averaged_logits(model: nn.Module, variables, images: jax.Array
   return logits.reshape(batch, num_views, -1).mean(axis=1)
 
 
-def make_eval_step(model: nn.Module, mesh: Mesh
+def make_eval_step(model: nn.Module, mesh: Mesh, use_ema: bool = False
                    ) -> Callable[[TrainState, Batch], Metrics]:
   """Builds the compiled data-parallel evaluation step.
 
   `batch` = {'image', 'label', 'mask'}; padded examples (mask 0) count
   nowhere, so every real example counts exactly once on any device count.
   Multi-view images (B, V, S, S, 3) are scored by their mean logits.
+  `use_ema` evaluates the weight average `state.ema` instead.
 
   Returns:
     step(state, batch) -> replicated sums `loss_sum`, `top1_sum`, `top5_sum`
@@ -134,7 +141,8 @@ def make_eval_step(model: nn.Module, mesh: Mesh
   """
 
   def per_device(state: TrainState, batch: Batch) -> Metrics:
-    logits = view_averaged_logits(model, state.variables(), batch["image"])
+    variables = state.ema_variables() if use_ema else state.variables()
+    logits = view_averaged_logits(model, variables, batch["image"])
     mask = batch["mask"].astype(jnp.float32)
     k5 = min(5, logits.shape[-1])
     sums = {

@@ -124,3 +124,20 @@ def test_dropcov_rate_is_logged(digits_dir, tmp_path):
   result = loop.train_and_evaluate(config, str(tmp_path))
   rates = [h["dropcov_rate"] for h in result.history]
   assert all(0.0 <= r <= 1.0 for r in rates)
+
+
+def test_ema_is_evaluated_checkpointed_and_selects_best(digits_dir, tmp_path):
+  config = tiny_config(digits_dir, num_epochs=1, ema_decay=0.5,
+                       best_metric="ema_top1")
+  workdir = str(tmp_path / "ema")
+  result = loop.train_and_evaluate(config, workdir)
+  final = result.eval_metrics
+  assert 0.1 < final["ema_top1"] <= 1.0 and final["ema_top1"] != final["top1"]
+  assert result.state.ema is not None
+  again = loop.evaluate(config, workdir)
+  for key in ("top1", "ema_top1", "ema_loss"):
+    assert again[key] == pytest.approx(final[key], abs=1e-6)
+  with pytest.raises(ConfigError, match="best_metric='ema_top1' needs"):
+    loop.train_and_evaluate(tiny_config(digits_dir, best_metric="ema_top1"),
+                            str(tmp_path / "bad"))
+  assert not os.path.exists(str(tmp_path / "bad" / "checkpoints"))

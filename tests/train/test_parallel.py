@@ -95,6 +95,33 @@ def test_multi_view_eval_scores_the_mean_logits():
       np.argmax(logits, -1) == batch["label"])
 
 
+def test_ema_follows_the_recurrence_and_leaves_training_unchanged():
+  """3 steps with ema_decay 0.9: the weights equal those of a run without
+  EMA, and ema_k = 0.9 ema_(k-1) + 0.1 w_k from ema_0 = w_0 (numpy)."""
+  model, tx, schedule, state, batch = _setup("resnet_tiny_isqrt")
+  mesh = _mesh(2)
+  plain = make_train_step(model, tx, schedule, mesh)
+  averaged = make_train_step(model, tx, schedule, mesh, ema_decay=0.9)
+  with_ema = TrainState.create(state.params, state.batch_stats, tx, 0,
+                               ema=True)
+  a = parallel.replicate(mesh, state)
+  b = parallel.replicate(mesh, with_ema)
+  global_batch = parallel.host_batch_to_global(mesh, batch)
+  want = jax.device_get(state.variables())
+  for _ in range(3):
+    a, _ = plain(a, global_batch)
+    b, _ = averaged(b, global_batch)
+    weights = jax.device_get(a.variables())
+    want = jax.tree.map(lambda e, w: 0.9 * np.float64(e) + 0.1 * w, want,
+                        weights)
+  for x, y in zip(jax.tree.leaves(weights),
+                  jax.tree.leaves(jax.device_get(b.variables()))):
+    np.testing.assert_array_equal(x, y)
+  for x, y in zip(jax.tree.leaves(want),
+                  jax.tree.leaves(jax.device_get(b.ema))):
+    np.testing.assert_allclose(y, x, rtol=1e-5, atol=1e-7)
+
+
 def test_step_compiles_once():
   model, tx, schedule, state, batch = _setup("resnet_tiny_isqrt")
   mesh = _mesh(4)
