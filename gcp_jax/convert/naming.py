@@ -1,0 +1,169 @@
+"""Bring the names of each reference code base to one canonical naming.
+
+The canonical naming is that of fast-MPN-COV's `MPNCOVResNet`
+(`src/network/mpncovresnet.py`), which GCP_Optimization (`ResNet_MPNCOV`)
+and DropCov (`ResNet_ACD`) share, on top of torchvision's ResNet:
+
+  conv1.weight, bn1.{weight,bias,running_mean,running_var}
+  layer{i}.{j}.conv{k}.weight, layer{i}.{j}.bn{k}.*
+  layer{i}.{j}.downsample.0.weight, layer{i}.{j}.downsample.1.*
+  layer_reduce.weight, layer_reduce_bn.*      (GCP / DropCov reduction block)
+  eca_layer.conv.weight                       (DropCov ECA Conv1d, (1, 1, 3))
+  fc.weight, fc.bias
+
+Other spellings brought to it here:
+
+* `module.` path components from `nn.DataParallel`, anywhere in the name
+  (fast-MPN-COV's `main.py` wraps only `model.features`, giving
+  `features.module.0.weight`).
+* fast-MPN-COV `Newmodel` (`model_init.py` + `src/network/base.py`, the
+  checkpoints its `main.py` saves): `features.{0,1,4..7}` = conv1, bn1,
+  layer1..4; the reduction block is `features.{8,9}` when fine-tuning a
+  pretrained `mpncovresnet` or `representation.conv_dr_block.{0,1}` when
+  training from scratch; `classifier` = fc.
+* MindSpore model-zoo ResNet (`official/cv/ResNet/src/resnet.py`, which the
+  TPAMI MindSpore code forks): BN `gamma/beta/moving_mean/moving_variance`,
+  `down_sample_layer.{0,1}`, BasicBlock BNs `bn1d/bn2d`, classifier
+  `end_point` (the fork's `fc`, if so named, passes unchanged), optimizer
+  state (`moments.*`, `learning_rate`, `global_step`, ...) skipped.
+  The fork's own source (reduction block names) could not be read; it is
+  assumed to keep fast-MPN-COV's `layer_reduce`/`layer_reduce_bn`. Anything
+  else can be renamed by the caller (`load_pretrained(rename=...)`).
+"""
+
+import re
+from typing import Mapping, Sequence
+
+import numpy as np
+
+# gcp-jax's BatchNorm epsilon (gcp_jax.models.layers.batch_norm), PyTorch's
+# default.
+GCP_JAX_BN_EPSILON = 1e-5
+# MindSpore model-zoo ResNet: `_bn(c)` uses eps 1e-4; `_bn(c, res_base=True)`
+# (stem and shortcut BNs of ResNet-18/34 only) uses 1e-5.
+MINDSPORE_BN_EPSILON = 1e-4
+MINDSPORE_RES_BASE_BN_EPSILON = 1e-5
+
+FMPN_FEATURES = {"0": "conv1", "1": "bn1", "4": "layer1", "5": "layer2",
+                 "6": "layer3", "7": "layer4", "8": "layer_reduce",
+                 "9": "layer_reduce_bn"}
+FMPN_RENAMES = ((r"^representation\.conv_dr_block\.0\.", "layer_reduce."),
+                (r"^representation\.conv_dr_block\.1\.", "layer_reduce_bn."),
+                (r"^classifier\.", "fc."))
+
+MINDSPORE_RENAMES = (
+    (r"\.gamma$", ".weight"), (r"\.beta$", ".bias"),
+    (r"\.moving_mean$", ".running_mean"),
+    (r"\.moving_variance$", ".running_var"),
+    (r"\.down_sample_layer\.", ".downsample."),
+    (r"\.bn(\d)d\.", r".bn\1."),
+    (r"^end_point\.", "fc."))
+# Leading wrapper cells of MindSpore training graphs.
+MINDSPORE_PREFIXES = ("network.", "_backbone.")
+# Optimizer / training-loop state in MindSpore checkpoints (not weights).
+MINDSPORE_OPTIMIZER = re.compile(
+    r"^(moments|accum|stat|adam_m|adam_v|moment1|moment2|velocity)\."
+    r"|^(learning_rate|global_step|momentum|scale_sense|loss_scale|"
+    r"current_iterator_step|last_overflow_iterator_step|epoch_num|step_num|"
+    r"beta1_power|beta2_power)$")
+
+IGNORED_SUFFIX = ".num_batches_tracked"
+
+Named = list[tuple[str, str, np.ndarray]]   # (canonical, name in file, array)
+
+
+def apply_renames(names: Sequence[str],
+                  renames: Sequence[tuple[str, str]]) -> dict[str, str]:
+  """{name: renamed} after each (regex, replacement) `re.sub` in turn."""
+  out = {}
+  for name in names:
+    new = name
+    for pattern, repl in renames:
+      new = re.sub(pattern, repl, new)
+    out[name] = new
+  return out
+
+
+def strip_data_parallel(name: str) -> str:
+  """Drops every `module` path component (`nn.DataParallel` wrappers)."""
+  return ".".join(p for p in name.split(".") if p != "module")
+
+
+def _fmpn_newmodel(name: str) -> str:
+  """fast-MPN-COV `Newmodel` names -> canonical (others unchanged)."""
+  match = re.match(r"^features\.(\d+)\.(.*)$", name)
+  if match and match.group(1) in FMPN_FEATURES:
+    return f"{FMPN_FEATURES[match.group(1)]}.{match.group(2)}"
+  for pattern, repl in FMPN_RENAMES:
+    name = re.sub(pattern, repl, name)
+  return name
+
+
+def canonical_from_torch(state: Mapping[str, np.ndarray]
+                         ) -> tuple[Named, list[str]]:
+  """PyTorch checkpoint names -> canonical names.
+
+  Returns:
+    ([(canonical, name in file, array)], [skipped names in file]); the
+    skipped ones are BN `num_batches_tracked` counters.
+  """
+  out, skipped = [], []
+  for name, array in state.items():
+    if name.endswith(IGNORED_SUFFIX):
+      skipped.append(name)
+      continue
+    out.append((_fmpn_newmodel(strip_data_parallel(name)), name, array))
+  return out, skipped
+
+
+def canonical_from_mindspore(state: Mapping[str, np.ndarray],
+                             drop_background_class: bool
+                             ) -> tuple[Named, list[str]]:
+  """MindSpore checkpoint names -> canonical names.
+
+  Args:
+    state: {tag: array} of the `.ckpt`.
+    drop_background_class: drop output 0 of the classifier (the MindSpore
+      ImageNet heads have 1001 outputs, class 0 = background), keeping
+      outputs 1.. in order.
+
+  Returns:
+    ([(canonical, tag, array)], [skipped tags]): optimizer state, strings
+    and non-float entries are skipped.
+  """
+  out, skipped = [], []
+  for tag, array in state.items():
+    name = tag
+    for prefix in MINDSPORE_PREFIXES:
+      name = name.removeprefix(prefix)
+    if (MINDSPORE_OPTIMIZER.search(name)
+        or not np.issubdtype(array.dtype, np.floating)):
+      skipped.append(tag)
+      continue
+    for pattern, repl in MINDSPORE_RENAMES:
+      name = re.sub(pattern, repl, name)
+    if drop_background_class and name in ("fc.weight", "fc.bias"):
+      array = array[1:]
+      skipped.append(f"{tag}[0] (background class)")
+    out.append((name, tag, array))
+  return out, skipped
+
+
+def mindspore_bn_epsilons(canonical: Sequence[str]) -> dict[str, float]:
+  """{canonical BN module: epsilon} following the model-zoo ResNet.
+
+  BasicBlock networks (ResNet-18/34, built with `res_base=True`; they have
+  no `conv3`) use 1e-5 for the stem BN and the shortcut BNs and 1e-4 for
+  the BNs inside the blocks; Bottleneck networks use 1e-4 everywhere. The
+  reduction BN of the TPAMI fork uses 1e-4 (METHOD section 1.2).
+  """
+  res_base = not any(".conv3." in n for n in canonical)
+  eps = {}
+  for name in canonical:
+    if not name.endswith(".running_var"):
+      continue
+    module = name.removesuffix(".running_var")
+    base_bn = module == "bn1" or module.endswith(".downsample.1")
+    eps[module] = (MINDSPORE_RES_BASE_BN_EPSILON if res_base and base_bn
+                   else MINDSPORE_BN_EPSILON)
+  return eps

@@ -1,0 +1,109 @@
+"""MindSpore .ckpt without MindSpore: the protobuf schema, the reader and
+writer, and a MindSpore-named checkpoint whose logits match the PyTorch
+reference of the same weights."""
+
+import jax
+import numpy as np
+import pytest
+
+from gcp_jax.convert import load_pretrained
+from gcp_jax.convert import mindspore_files
+from gcp_jax.convert import read_mindspore_checkpoint
+from gcp_jax.convert import write_mindspore_checkpoint
+from tests.convert import helpers
+
+TINY = dict(width=8, small_input=True, dim=16)
+
+
+def test_schema_matches_checkpoint_proto_wire_format(tmp_path):
+  """Field numbers and types of MindSpore's checkpoint.proto, byte by byte:
+  Checkpoint.value = 1; Value.tag = 1, Value.tensor = 2; TensorProto.dims =
+  1 (proto2 repeated int64, unpacked), tensor_type = 2, tensor_content = 3.
+  """
+  path = tmp_path / "one.ckpt"
+  write_mindspore_checkpoint({"a": np.array([1, 2], np.int8)}, path)
+  tensor = b"\x08\x02" + b"\x12\x04Int8" + b"\x1a\x02\x01\x02"
+  value = b"\x0a\x01a" + b"\x12" + bytes([len(tensor)]) + tensor
+  assert path.read_bytes() == b"\x0a" + bytes([len(value)]) + value
+
+
+def test_write_read_round_trip_with_slices_and_scalars(tmp_path):
+  rng = np.random.default_rng(0)
+  tensors = {
+      "layer_reduce.weight": rng.normal(size=(32, 3, 1, 1)).astype(
+          np.float32),
+      "half": rng.normal(size=(5, 2)).astype(np.float16),
+      "learning_rate": np.array(0.1, np.float32),
+      "global_step": np.array([7], np.int32),
+      "flag": np.array([True, False]),
+  }
+  path = tmp_path / "sliced.ckpt"
+  # 64-byte pieces: layer_reduce.weight (384 B) becomes 6 same-tag values
+  write_mindspore_checkpoint(tensors, path, slice_bytes=64)
+  message = mindspore_files.checkpoint_message_class()()
+  message.ParseFromString(path.read_bytes())
+  tags = [v.tag for v in message.value]
+  assert tags.count("layer_reduce.weight") == 6
+  assert list(message.value[tags.index("learning_rate")].tensor.dims) == [0]
+  read = read_mindspore_checkpoint(path)
+  assert list(read) == list(tensors)
+  for name, array in tensors.items():
+    assert read[name].dtype == array.dtype and read[name].shape == array.shape
+    np.testing.assert_array_equal(read[name], array)
+
+
+@pytest.mark.parametrize("drop_background_class", [True, False])
+def test_mindspore_checkpoint_logits_match_reference(tref, tmp_path,
+                                                     drop_background_class):
+  """A 1001-class MindSpore-named BasicBlock network with MindSpore's BN
+  epsilons (1e-4, 1e-5 on stem and shortcuts) and optimizer state."""
+  size = 16
+  torch_model = tref.randomize(
+      tref.build("resnet_tiny", 1001, head="isqrt",
+                 bn_eps=tref.mindspore_bn_eps, **TINY), 5)
+  state = {k: v.numpy() for k, v in torch_model.state_dict().items()}
+  path = tmp_path / "resnet-100_5004.ckpt"
+  write_mindspore_checkpoint(
+      tref.mindspore_names(state, np.random.default_rng(0)), path)
+
+  classes = 1000 if drop_background_class else 1001
+  model, template = helpers.model_and_template("resnet_tiny_isqrt", classes,
+                                               size)
+  variables, report = load_pretrained(
+      path, template, drop_background_class=drop_background_class)
+  images = helpers.random_images(size)
+  expected = tref.logits(torch_model, images)
+  if drop_background_class:
+    expected = expected[:, 1:]
+  helpers.assert_logits_close(helpers.jax_logits(model, variables, images),
+                              expected)
+  assert report.format == "mindspore" and not report.not_loaded
+  assert {"learning_rate", "global_step", "momentum",
+          "moments.conv1.weight", "moments.end_point.weight"} <= set(
+              report.skipped)
+  assert any("BatchNorm variances shifted" in n for n in report.notes)
+
+
+def test_mindspore_bottleneck_names_and_epsilon(tref, tmp_path):
+  """ResNet-50 model-zoo names (bn1..3, down_sample_layer, end_point) give
+  the PyTorch import's arrays; every BN variance gains 1e-4 - 1e-5."""
+  import torch  # pylint: disable=import-outside-toplevel
+  torch_model = tref.randomize(
+      tref.build("resnet50", 1001, head="isqrt", width=8, dim=16), 6)
+  state = {k: v.numpy() for k, v in torch_model.state_dict().items()}
+  ms_path, pt_path = tmp_path / "r50.ckpt", tmp_path / "r50.pth"
+  write_mindspore_checkpoint(
+      tref.mindspore_names(state, np.random.default_rng(1)), ms_path)
+  torch.save(torch_model.state_dict(), pt_path)
+  _, template = helpers.model_and_template("resnet50_isqrt", 1001, 16,
+                                           width=8, dim=16)
+  from_ms, report = load_pretrained(ms_path, template,
+                                    drop_background_class=False)
+  from_pt, _ = load_pretrained(pt_path, template)
+  assert any("asymmetrically" in n for n in report.notes)
+  for (path, a), b in zip(helpers.flat(from_ms).items(),
+                          jax.tree.leaves(from_pt)):
+    if path.endswith("/var"):
+      np.testing.assert_allclose(a, b + 9e-5, rtol=1e-6, err_msg=path)
+    else:
+      np.testing.assert_array_equal(a, b, err_msg=path)
