@@ -1,1 +1,17 @@
-"""Analyses built on the library (linear probes; later landscapes)."""
+"""Analyses built on the library: probes, landscapes, Hessian spectra.
+
+  descriptor_probe   linear probe of second-order descriptors on fixed features
+  gradient_probe     loss / gradient change along the activation gradient
+                     (GCP_Optimization's Lipschitzness probe, METHOD 8)
+  directions         filter-normalised directions in weight space
+  landscape          1-D / 2-D loss landscapes and interpolations, cached and
+                     resumable (landscape_cache: cache keys, fingerprints)
+  evaluation         loss and accuracy over batches, sharded over a mesh
+  hessian            the Hessian of a model's loss (a block of it) as an HVP
+  spectral           power iteration, Lanczos, Hutchinson trace, SLQ density
+  preconditioning    the normalisation's backward as a pre-conditioner
+  forward            BN modes ('batch' / 'running'), meshes, shared helpers
+  results_io         result dataclasses <-> .json / .npz, atomic writes
+
+Nothing here imports `gcp_jax.train` (the training loop imports the probe).
+"""
