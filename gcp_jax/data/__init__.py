@@ -4,6 +4,11 @@
   pipeline.py    create_datasets: one process's training batches and padded,
                  masked evaluation batches, deterministic and resumable
   preprocess.py  TensorFlow image ops: decode, crops, flip, normalisation
+  randaugment.py timm's RandAugment (DeiT 'rand-m9-mstd0.5-inc1') in TF,
+                 matching PIL's ops bit for bit
+  erasing.py     timm's RandomErasing of normalised images, in TF
+  mixing.py      Mixup / CutMix ('batch' mode) as jnp functions for the
+                 train step, with soft targets
   sources.py     image folders and tensorflow-datasets as tf.data records
   digits.py      scikit-learn's digits, as arrays or as a PNG image folder
 """

@@ -28,6 +28,21 @@ Fields:
                      (fast-MPN-COV fine-grained), 10 = torchvision TenCrop
                      (4 corners + centre, and mirrored; fast-MPN-COV's final
                      ImageNet evaluation)
+  randaugment        timm RandAugment policy applied to training images after
+                     the crop and flip, e.g. "rand-m9-mstd0.5-inc1" (DeiT);
+                     "" = off (`parse_randaugment` gives the grammar)
+  random_erasing     probability of timm's RandomErasing of a training image
+                     after normalisation (one box, area 2%..1/3, aspect
+                     0.3..3.3, filled with N(0, 1) noise per pixel: DeiT's
+                     0.25 'pixel' mode); 0 = off
+  mixup_alpha        mixup's Beta(alpha, alpha); 0 = no mixup
+  cutmix_alpha       CutMix's Beta(alpha, alpha); 0 = no CutMix. Mixup and
+                     CutMix run on device in the train step
+                     (`gcp_jax.data.mixing.mix_batch`, timm 'batch' mode;
+                     DeiT: 0.8 and 1.0); both 0 = off
+  mix_prob           probability that a batch is mixed at all
+  mix_switch_prob    probability of CutMix rather than mixup when both
+                     alphas are positive
   shuffle_buffer     tf.data shuffle buffer of imagenet2012 (image folders
                      are permuted in full every epoch)
   seed               data order and augmentation
@@ -47,11 +62,74 @@ from gcp_jax.errors import GcpJaxError
 DATASET_NAMES = ("digits", "image_folder", "imagenet2012")
 TRAIN_AUGMENTATIONS = ("inception_crop", "resize_crop_flip", "none")
 EVAL_VIEWS = (1, 2, 10)
+RANDAUGMENT_EXAMPLE = "rand-m9-mstd0.5-inc1"
 EVAL_CROP_FRACTION = 0.875  # centre crop 224 of a 256 short side
 
 
 class DataError(GcpJaxError, ValueError):
   """Unusable data or data config; the message names the culprit and fix."""
+
+
+@dataclasses.dataclass(frozen=True)
+class RandAugmentSpec:
+  """A parsed timm RandAugment policy (`parse_randaugment`).
+
+  Attributes:
+    num_layers: ops applied per image (timm 'n', default 2).
+    magnitude: mean magnitude in [0, 10] (timm 'm', default 10).
+    magnitude_std: std of the per-op Gaussian magnitude noise (timm
+      'mstd', default 0 = fixed magnitude).
+    increasing: use the ops whose strength grows with the magnitude
+      (timm 'inc1'; default off).
+  """
+  num_layers: int = 2
+  magnitude: int = 10
+  magnitude_std: float = 0.0
+  increasing: bool = False
+
+
+def parse_randaugment(policy: str) -> RandAugmentSpec:
+  """Parses a timm RandAugment string such as "rand-m9-mstd0.5-inc1".
+
+  Grammar (timm 0.4.12's `rand_augment_transform`): "rand" followed by
+  "-"-separated sections, each a key and a number: m<int 0..10> magnitude,
+  n<int >= 0> ops per image, mstd<float >= 0> magnitude noise, inc<0|1>
+  increasing ops. Unlike timm, "inc0" means off (timm takes any "inc"
+  value as on), and unknown sections (timm's "w" choice weights, "mmax")
+  are errors rather than ignored.
+
+  Raises:
+    DataError: a malformed policy, naming the bad section.
+  """
+  sections = policy.split("-")
+  if sections[0] != "rand":
+    raise DataError(f"data.randaugment={policy!r} must start with 'rand', "
+                    f"e.g. {RANDAUGMENT_EXAMPLE!r}, or be '' (off).")
+  values = {}
+  parsers = {"m": int, "n": int, "mstd": float, "inc": int}
+  for section in sections[1:]:
+    key = section[:len(section) - len(section.lstrip(
+        "abcdefghijklmnopqrstuvwxyz"))]
+    number = section[len(key):]
+    try:
+      if key not in parsers:
+        raise ValueError(key)
+      values[key] = parsers[key](number)
+    except ValueError:
+      raise DataError(
+          f"data.randaugment={policy!r}: cannot read section {section!r}; "
+          f"sections are m<int 0..10>, n<int>, mstd<float>, inc<0|1>, "
+          f"e.g. {RANDAUGMENT_EXAMPLE!r}.") from None
+  spec = RandAugmentSpec(
+      num_layers=values.get("n", 2), magnitude=values.get("m", 10),
+      magnitude_std=values.get("mstd", 0.0),
+      increasing=bool(values.get("inc", 0)))
+  if (not 0 <= spec.magnitude <= 10 or spec.num_layers < 0
+      or not 0.0 <= spec.magnitude_std < float("inf")
+      or values.get("inc", 0) not in (0, 1)):
+    raise DataError(f"data.randaugment={policy!r} is out of range: need "
+                    f"m in 0..10, n >= 0, finite mstd >= 0, inc 0 or 1.")
+  return spec
 
 
 def default_data_config() -> ml_collections.ConfigDict:
@@ -66,6 +144,12 @@ def default_data_config() -> ml_collections.ConfigDict:
       "global_batch_size": 128,
       "eval_batch_size": 128,
       "eval_views": 1,
+      "randaugment": "",
+      "random_erasing": 0.0,
+      "mixup_alpha": 0.0,
+      "cutmix_alpha": 0.0,
+      "mix_prob": 1.0,
+      "mix_switch_prob": 0.5,
       "shuffle_buffer": 16_384,
       "seed": 0,
       "skip_corrupt": False,
@@ -87,6 +171,12 @@ class DataSettings:
   global_batch_size: int
   eval_batch_size: int
   eval_views: int
+  randaugment: str
+  random_erasing: float
+  mixup_alpha: float
+  cutmix_alpha: float
+  mix_prob: float
+  mix_switch_prob: float
   shuffle_buffer: int
   seed: int
   skip_corrupt: bool
@@ -125,6 +215,19 @@ class DataSettings:
       raise DataError(f"data.eval_views={self.eval_views} is not supported; "
                       f"use 1 (centre crop), 2 (centre + mirror) or 10 "
                       f"(TenCrop).")
+    if self.randaugment:
+      parse_randaugment(self.randaugment)  # raises on a bad policy
+    if not 0.0 <= self.random_erasing <= 1.0:
+      raise DataError(f"data.random_erasing={self.random_erasing} is a "
+                      f"probability; use a value in [0, 1] (0 = off).")
+    for field in ("mixup_alpha", "cutmix_alpha"):
+      if not 0.0 <= getattr(self, field) < float("inf"):
+        raise DataError(f"data.{field}={getattr(self, field)} must be >= 0 "
+                        f"(0 = off).")
+    for field in ("mix_prob", "mix_switch_prob"):
+      if not 0.0 <= getattr(self, field) <= 1.0:
+        raise DataError(f"data.{field}={getattr(self, field)} is a "
+                        f"probability; use a value in [0, 1].")
     if self.image_size < 1:
       raise DataError(f"data.image_size={self.image_size} must be positive.")
     if self.resize_size < self.image_size:
@@ -145,6 +248,23 @@ class DataSettings:
       raise DataError("data.cache_decoded=True keeps every decoded image in "
                       "memory and is meant for small image folders, not "
                       "imagenet2012; set it to False.")
+
+  @property
+  def randaugment_spec(self) -> RandAugmentSpec | None:
+    """The parsed `randaugment` policy, None when off.
+
+    Raises:
+      DataError: a malformed policy string.
+    """
+    if not self.randaugment:
+      return None
+    return parse_randaugment(self.randaugment)
+
+  @property
+  def mixing(self) -> bool:
+    """Whether the train step should mix batches (`mixing.mix_batch`)."""
+    return (self.mixup_alpha > 0 or self.cutmix_alpha > 0) and (
+        self.mix_prob > 0)
 
   def check_process_split(self, process_count: int) -> None:
     """Raises DataError unless both batches split evenly over processes."""

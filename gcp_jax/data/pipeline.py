@@ -175,7 +175,8 @@ class Datasets:
     image = preprocess.train_image(
         self._source.load("train", record), seed, augment=s.train_augment,
         image_size=s.image_size, resize_size=s.resize_size,
-        scale_min=s.crop_scale_min)
+        scale_min=s.crop_scale_min, rand_augment=s.randaugment_spec,
+        erasing_probability=s.random_erasing)
     return {"image": image, "label": record["label"]}
 
   def _eval_image_shape(self) -> list[int]:

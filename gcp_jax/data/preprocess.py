@@ -5,7 +5,8 @@ seed, shape (2,) int64), so they give the same result eagerly and inside
 `tf.data.Dataset.map`, and the same result again for the same seed. They
 follow the torchvision transforms of the GCP papers' recipes (METHOD.md 6.1,
 6.2): `RandomResizedCrop` + flip, `Resize` (short side) + `CenterCrop`, and
-the ImageNet mean/std normalisation.
+the ImageNet mean/std normalisation. `train_image` optionally adds the DeiT
+recipe's RandAugment (`randaugment`) and random erasing (`erasing`).
 
 Synopsis:
   image = decode_image(tf.io.read_file(path))          # uint8 (H, W, 3)
@@ -25,7 +26,8 @@ import math
 
 import tensorflow as tf
 
-from gcp_jax.data.config import TRAIN_AUGMENTATIONS
+from gcp_jax.data import erasing, randaugment
+from gcp_jax.data.config import TRAIN_AUGMENTATIONS, RandAugmentSpec
 
 MEAN_RGB = (0.485, 0.456, 0.406)
 STDDEV_RGB = (0.229, 0.224, 0.225)
@@ -206,8 +208,15 @@ def eval_image(image: tf.Tensor, *, image_size: int,
 
 def train_image(image: tf.Tensor, seed: tf.Tensor, *, augment: str,
                 image_size: int, resize_size: int,
-                scale_min: float = 0.08) -> tf.Tensor:
+                scale_min: float = 0.08,
+                rand_augment: RandAugmentSpec | None = None,
+                erasing_probability: float = 0.0) -> tf.Tensor:
   """A training example, a deterministic function of (image, seed).
+
+  The order is timm's (DeiT): crop and flip, RandAugment, normalisation,
+  random erasing. With both extras off the result is the same as without
+  them (they draw from seeds folded out of `seed`, which the crop and flip
+  do not use).
 
   Args:
     image: uint8 (H, W, 3) or a scalar tf.string of encoded bytes.
@@ -219,6 +228,10 @@ def train_image(image: tf.Tensor, seed: tf.Tensor, *, augment: str,
     image_size: output side S.
     resize_size: short side of "resize_crop_flip" and "none", >= S.
     scale_min: smallest crop area fraction of "inception_crop".
+    rand_augment: a RandAugment policy (`randaugment.rand_augment`) applied
+      after the crop and flip, or None.
+    erasing_probability: probability of `erasing.random_erasing` (timm's
+      'pixel' mode, one box) after normalisation; 0 = off.
 
   Returns:
     float32 (S, S, 3).
@@ -227,15 +240,26 @@ def train_image(image: tf.Tensor, seed: tf.Tensor, *, augment: str,
     raise ValueError(f"Unknown augment {augment!r}; valid: "
                      f"{TRAIN_AUGMENTATIONS}.")
   if augment == "none":
-    return eval_image(image, image_size=image_size, resize_size=resize_size)
-  crop_seed, flip_seed = tf.unstack(
-      tf.random.experimental.stateless_split(seed, 2))
-  if augment == "inception_crop":
-    crop = random_resized_crop(image, crop_seed, scale_min)
-    image = tf.image.resize(crop, [image_size, image_size], "bilinear",
-                            antialias=True)
-  else:
     image = resize_and_centre_crop(image, image_size=image_size,
                                    resize_size=resize_size)
-  image = tf.image.stateless_random_flip_left_right(image, flip_seed)
-  return normalize(image)
+  else:
+    crop_seed, flip_seed = tf.unstack(
+        tf.random.experimental.stateless_split(seed, 2))
+    if augment == "inception_crop":
+      crop = random_resized_crop(image, crop_seed, scale_min)
+      image = tf.image.resize(crop, [image_size, image_size], "bilinear",
+                              antialias=True)
+    else:
+      image = resize_and_centre_crop(image, image_size=image_size,
+                                     resize_size=resize_size)
+    image = tf.image.stateless_random_flip_left_right(image, flip_seed)
+  if rand_augment is not None:
+    image = randaugment.rand_augment(
+        image, tf.random.experimental.stateless_fold_in(seed, 1),
+        rand_augment)
+  image = normalize(image)
+  if erasing_probability > 0:
+    image = erasing.random_erasing(
+        image, tf.random.experimental.stateless_fold_in(seed, 2),
+        probability=erasing_probability)
+  return image
