@@ -1,12 +1,16 @@
 """gcp-jax entry point.
 
   python main.py --config configs/X.py --workdir DIR [--config.key=value ...]
-         [--mode=train|eval|summary|probe]
+         [--mode=train|eval|export|summary|probe] [--init_from=PATH]
+         [--init_from_ignore=REGEX,...]
 
 `train` (default) trains and evaluates with automatic resume from the
-workdir; `eval` evaluates the workdir's latest checkpoint; `summary` prints
-parameters per module and forward FLOPs; `probe` runs the second-order
-descriptor probe (configs/digits_probe.py). Config keys are locked: an
+workdir (or starts from `--init_from=PATH`, a published PyTorch / MindSpore
+checkpoint); `eval` evaluates the workdir's latest checkpoint, or the
+`--init_from` file; `export` writes the latest checkpoint as a PyTorch
+state_dict in fast-MPN-COV naming (WORKDIR/pytorch_state_dict.pth);
+`summary` prints parameters per module and forward FLOPs; `probe` runs the
+second-order descriptor probe (configs/digits_probe.py). Config keys are locked: an
 unknown `--config.key` is an error. Several hosts: pass
 `--coordinator_address=HOST:PORT --num_processes=N --process_id=I` (or set
 them in the environment as `jax.distributed.initialize` documents).
@@ -32,8 +36,15 @@ config_flags.DEFINE_config_file(
     lock_config=True)
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and "
                     "results.")
-flags.DEFINE_enum("mode", "train", ["train", "eval", "summary", "probe"],
+flags.DEFINE_enum("mode", "train",
+                  ["train", "eval", "summary", "probe", "export"],
                   "What to run.")
+flags.DEFINE_string("init_from", None, "Shorthand for --config.init_from: a "
+                    "PyTorch / MindSpore checkpoint to start from (train) or "
+                    "to evaluate (eval).")
+flags.DEFINE_list("init_from_ignore", None, "Shorthand for "
+                  "--config.init_from_ignore: comma-separated regexes of "
+                  "arrays to initialise afresh, e.g. 'head/fc/.*'.")
 flags.DEFINE_string("coordinator_address", None,
                     "host:port of process 0 for multi-host runs.")
 flags.DEFINE_integer("num_processes", None, "Number of processes (hosts).")
@@ -63,6 +74,10 @@ def main(argv: list[str]) -> None:
   _init_distributed()
   import jax  # after flag parsing, so --help stays fast
   config, workdir = FLAGS.config, FLAGS.workdir
+  if FLAGS.init_from is not None:
+    config.init_from = FLAGS.init_from
+  if FLAGS.init_from_ignore is not None:
+    config.init_from_ignore = tuple(FLAGS.init_from_ignore)
   logging.info("JAX %s, process %d/%d, local devices: %s", jax.__version__,
                jax.process_index(), jax.process_count(), jax.local_devices())
   os.makedirs(workdir, exist_ok=True)
@@ -78,6 +93,9 @@ def main(argv: list[str]) -> None:
     from gcp_jax.train.loop import build_model
     model = build_model(config, config.num_classes or 1000)
     print(format_summary(summarize(model, config.data.image_size)))
+  elif FLAGS.mode == "export":
+    from gcp_jax.train.loop import export_pytorch
+    print(f"Wrote {export_pytorch(config, workdir)}")
   elif FLAGS.mode == "eval":
     from gcp_jax.train.loop import evaluate
     metrics = evaluate(config, workdir)

@@ -11,6 +11,12 @@ Fields (all overridable with --config.KEY=VALUE; unknown keys are errors):
   dropcov_global_rate   DropCov rate from the global batch (False: per device,
                         as the reference under DataParallel)
   data                  input pipeline (`gcp_jax.data.pipeline`)
+  init_from             "" or a PyTorch (.pth, .pth.tar) / MindSpore (.ckpt)
+                        checkpoint of the GCP papers' models to start from
+                        (gcp_jax.train.pretrained; --mode=eval evaluates it)
+  init_from_ignore      regexes of arrays not taken from init_from (fresh
+                        init instead), e.g. ("head/fc/.*",) for new classes
+  init_from_drop_background  MindSpore 1001-way heads: drop class 0
   learning_rate         base LR, used as given (never rescaled silently)
   optimizer             `gcp_jax.train.optim.create_optimizer`
   schedule              `gcp_jax.train.schedules.create_lr_schedule`
@@ -21,6 +27,11 @@ Fields (all overridable with --config.KEY=VALUE; unknown keys are errors):
   best_metric           eval metric choosing WORKDIR/best: "top1" or
                         "ema_top1" (the DeiT reference selects by the EMA)
   num_epochs            training length; num_train_steps > 0 overrides it
+  gradient_probe        every_steps K > 0: the GCP_Optimization probe (loss and
+                        gradient change along dL/dX after the stem, eta in
+                        linspace(eta_min, eta_max, num_etas)) at in-epoch
+                        steps 0, K, 2K, ... on the pre-update weights, to
+                        WORKDIR/gradient_probe.json (gcp_jax.train.probe_hook)
   log_every_steps, eval_every_epochs, checkpoint_every_epochs,
   keep_checkpoints      reporting and checkpoint cadence
   seed                  initialisation, dropout and data order
@@ -41,6 +52,9 @@ def base_config() -> ml_collections.ConfigDict:
   config.sync_bn = True
   config.dropcov_global_rate = False
   config.data = default_data_config()
+  config.init_from = ""
+  config.init_from_ignore = ()
+  config.init_from_drop_background = True
   config.learning_rate = 0.1
   config.optimizer = ml_collections.ConfigDict({
       "name": "sgd", "momentum": 0.9, "nesterov": False,
@@ -53,6 +67,9 @@ def base_config() -> ml_collections.ConfigDict:
   config.best_metric = "top1"
   config.num_epochs = 100
   config.num_train_steps = -1
+  config.gradient_probe = ml_collections.ConfigDict({
+      "every_steps": 0, "eta_min": 0.1, "eta_max": 75.0, "num_etas": 50,
+      "bn_mode": "batch"})
   config.log_every_steps = 100
   config.eval_every_epochs = 1
   config.checkpoint_every_epochs = 1

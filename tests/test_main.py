@@ -53,4 +53,4 @@ def test_unknown_mode_is_an_error(tmp_path):
   proc = _run("--config", "configs/digits_probe.py", "--mode=fit",
               "--workdir", str(tmp_path))
   assert proc.returncode != 0
-  assert "one of <train|eval|summary|probe>" in proc.stderr
+  assert "one of <train|eval|summary|probe|export>" in proc.stderr

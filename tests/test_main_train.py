@@ -100,6 +100,34 @@ def test_user_error_is_one_line_and_keeps_checkpoints(cache, uninterrupted):
   assert sorted(os.listdir(workdir / "checkpoints")) == ["21", "42"]
 
 
+def test_export_then_evaluate_the_file_reproduces_the_metric(
+    cache, uninterrupted, tmp_path):
+  """--mode=export writes a PyTorch state_dict; --mode=eval --init_from of
+  that file in an empty workdir (seed 1: a re-initialisation would show)
+  gives the trained run's final metrics."""
+  pytest.importorskip("torch")
+  workdir, full, _ = uninterrupted
+  proc = _run(cache, workdir, "--mode=export")
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  exported = workdir / "pytorch_state_dict.pth"
+  assert exported.is_file()
+  proc = _run(cache, tmp_path, "--mode=eval", f"--init_from={exported}",
+              "--config.seed=1")
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  metrics = json.loads(proc.stdout.strip().splitlines()[-1])
+  assert metrics["top1"] == pytest.approx(full["eval"]["top1"], abs=1e-9)
+  assert metrics["loss"] == pytest.approx(full["eval"]["loss"], rel=1e-5)
+
+
+def test_corrupt_init_from_is_one_line_error(cache, tmp_path):
+  bad = tmp_path / "model.pth.tar"
+  bad.write_bytes(b"PK\x03\x04 not really a zip")
+  proc = _run(cache, tmp_path / "run", "--mode=eval", f"--init_from={bad}")
+  assert proc.returncode == 2, proc.stderr[-3000:]
+  last = proc.stderr.strip().splitlines()[-1]
+  assert last.startswith("error: ") and str(bad) in last
+
+
 def test_unknown_config_key(cache, tmp_path):
   proc = _run(cache, tmp_path, "--config.learning_rat=0.1")
   assert proc.returncode != 0 and "learning_rat" in proc.stderr

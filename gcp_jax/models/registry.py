@@ -110,6 +110,9 @@ def _build_resnet(backbone: str, head_name: str, default_dim: int,
 
 def _build_vit(backbone: str, head_name: str, num_classes: int,
                **overrides: Any) -> nn.Module:
+  # ViTs normalise with LayerNorm only: there are no BatchNorm statistics
+  # to synchronise, so the training loop's `bn_axis_name` does not apply.
+  overrides.pop("bn_axis_name", None)
   arch = dict(VIT_ARCHS[backbone])
   head_cls = VIT_HEADS[head_name]
   head_kwargs = dict(arch.pop("heads").get(head_name, {}))

@@ -8,7 +8,8 @@
   svpn                            singular-value power norm    singular_value_power.py
   triu_vec, flatten               matrix -> vector             vectorize.py
   get_representation              name -> full pipeline        representations.py
-  cross_entropy                   classification loss           losses.py
+  cross_entropy,                  classification losses         losses.py
+  soft_target_cross_entropy
   channel_attention, adaptive_drop_rate, channel_dropout,
   structured_dropout              DropCov pieces                dropcov.py
 
@@ -21,7 +22,7 @@ from gcp_jax.ops.dropcov import (adaptive_drop_rate, channel_attention,
                                  channel_dropout, structured_dropout)
 from gcp_jax.ops.eig_power import matrix_power_eig
 from gcp_jax.ops.elementwise_power import epn, signed_power
-from gcp_jax.ops.losses import cross_entropy
+from gcp_jax.ops.losses import cross_entropy, soft_target_cross_entropy
 from gcp_jax.ops.newton_schulz import isqrt, newton_schulz
 from gcp_jax.ops.representations import (REPRESENTATIONS, Representation,
                                          get_representation)
@@ -34,6 +35,7 @@ __all__ = [
     "cross_entropy",
     "epn",
     "flatten", "get_representation", "isqrt", "matrix_power_eig",
-    "newton_schulz", "signed_power", "structured_dropout", "svpn",
+    "newton_schulz", "signed_power", "soft_target_cross_entropy",
+    "structured_dropout", "svpn",
     "triu_vec",
 ]

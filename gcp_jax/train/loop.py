@@ -14,6 +14,7 @@ Synopsis:
 """
 
 import dataclasses
+import functools
 import os
 import time
 from typing import Any
@@ -24,16 +25,24 @@ import ml_collections
 import numpy as np
 from jax.experimental import multihost_utils
 
+from gcp_jax.data import mixing
+from gcp_jax.data.config import DataSettings
+from gcp_jax.convert import save_pytorch_checkpoint
 from gcp_jax.data.pipeline import create_datasets
 from gcp_jax.errors import GcpJaxError
 from gcp_jax.models import create_model
 from gcp_jax.train import checkpoint as ckpt_lib
 from gcp_jax.train import parallel
 from gcp_jax.train.optim import create_optimizer
+from gcp_jax.train.pretrained import eval_variables, pretrained_variables
+from gcp_jax.train.probe_hook import ProbeHook
 from gcp_jax.train.reporting import Reporter
 from gcp_jax.train.schedules import create_lr_schedule
 from gcp_jax.train.state import TrainState
 from gcp_jax.train.steps import make_eval_step, make_train_step
+
+
+PYTORCH_EXPORT = "pytorch_state_dict.pth"
 
 
 class NonFiniteLossError(GcpJaxError, FloatingPointError):
@@ -117,6 +126,18 @@ def _make_eval_steps(config, model, mesh):
   return steps
 
 
+def _mix_fn(config, num_classes: int):
+  """Mixup / CutMix of the data config bound to its settings, or None."""
+  settings = DataSettings.from_config(config.data)
+  if not settings.mixing:
+    return None
+  return functools.partial(
+      mixing.mix_batch, num_classes=num_classes,
+      mixup_alpha=settings.mixup_alpha, cutmix_alpha=settings.cutmix_alpha,
+      prob=settings.mix_prob, switch_prob=settings.mix_switch_prob,
+      label_smoothing=config.label_smoothing)
+
+
 def _check_training_config(config) -> None:
   if not 0.0 <= config.ema_decay < 1.0:
     raise parallel.ConfigError(
@@ -131,8 +152,8 @@ def _check_training_config(config) -> None:
         "config.best_metric='ema_top1' needs config.ema_decay > 0.")
 
 
-def _setup(config, workdir):
-  """Mesh, data, model, optimiser, state (restored if a checkpoint exists)."""
+def _data_and_model(config):
+  """Mesh, data and model, after the checks that need no data."""
   _check_training_config(config)
   mesh = parallel.create_mesh()
   parallel.check_batch_size(config.data.global_batch_size, "training")
@@ -146,7 +167,13 @@ def _setup(config, workdir):
         f"config.num_classes={config.num_classes} but the data set has "
         f"{datasets.info.num_classes} classes; set config.num_classes=0 to "
         f"take it from the data.")
-  model = build_model(config, num_classes)
+  return mesh, datasets, build_model(config, num_classes)
+
+
+def _setup(config, workdir):
+  """Mesh, data, model, optimiser, state: restored if the workdir has a
+  checkpoint, else imported from `config.init_from`, else initialised."""
+  mesh, datasets, model = _data_and_model(config)
   steps_per_epoch = datasets.steps_per_epoch()
   schedule = create_lr_schedule(config.schedule, config.learning_rate,
                                 steps_per_epoch, config.num_epochs)
@@ -156,7 +183,13 @@ def _setup(config, workdir):
   checkpoints = ckpt_lib.Checkpoints(workdir, config.keep_checkpoints)
   meta = {"model": config.model, "steps_per_epoch": steps_per_epoch,
           "num_classes": datasets.info.num_classes}
-  if checkpoints.latest_step() is None:
+  if checkpoints.latest_step() is None and config.init_from:
+    variables, _ = pretrained_variables(config, model,
+                                        config.data.image_size)
+    state = parallel.replicate(mesh, TrainState.create(
+        variables["params"], variables.get("batch_stats", {}), tx,
+        config.seed, ema=config.ema_decay > 0))
+  elif checkpoints.latest_step() is None:
     state = parallel.replicate(mesh, init())
   else:   # restore into the state's shapes; never initialise the weights
     state, saved = checkpoints.restore_latest(
@@ -182,11 +215,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   os.makedirs(workdir, exist_ok=True)
   (mesh, datasets, model, schedule, tx, state, checkpoints,
    meta) = _setup(config, workdir)
-  _save_config(config, workdir)
   steps_per_epoch = datasets.steps_per_epoch()
+  probe = ProbeHook(config.gradient_probe, model, mesh, workdir,
+                    steps_per_epoch, int(jax.device_get(state.step)))
+  _save_config(config, workdir)
   total = _total_steps(config, steps_per_epoch)
-  train_step = make_train_step(model, tx, schedule, mesh,
-                               config.label_smoothing, config.ema_decay)
+  train_step = make_train_step(
+      model, tx, schedule, mesh, config.label_smoothing, config.ema_decay,
+      _mix_fn(config, datasets.info.num_classes))
   eval_steps = _make_eval_steps(config, model, mesh)
   reporter = Reporter(workdir, total, enabled=jax.process_index() == 0)
   step = int(jax.device_get(state.step))
@@ -216,8 +252,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   while step < total:
     epoch = step // steps_per_epoch
     for batch in datasets.train_batches(epoch, step % steps_per_epoch):
-      state, metrics = train_step(
-          state, parallel.host_batch_to_global(mesh, batch))
+      batch = parallel.host_batch_to_global(mesh, batch)
+      if probe.wants(step):      # pre-update weights, the step's own batch
+        probe(state, batch, step)
+      state, metrics = train_step(state, batch)
       step += 1
       flush()              # the previous step's metrics: no pipeline stall
       pending = (step, metrics)
@@ -276,19 +314,61 @@ def _summarize_train(window: list[dict[str, Any]], seconds: float
   return out
 
 
-def evaluate(config: ml_collections.ConfigDict, workdir: str
-             ) -> dict[str, float]:
-  """Evaluates the latest checkpoint in `workdir` (never re-initialises:
-  without a checkpoint this is an error)."""
+def _require_checkpoint(workdir: str) -> None:
   ckpt_dir = os.path.join(workdir, "checkpoints")
   if not (os.path.isdir(ckpt_dir)
           and any(name.isdigit() for name in os.listdir(ckpt_dir))):
     raise MissingCheckpointError(
         f"No checkpoint in {ckpt_dir}; train first (--mode=train) or point "
         f"--workdir at a trained run.")
+
+
+def evaluate(config: ml_collections.ConfigDict, workdir: str
+             ) -> dict[str, float]:
+  """Evaluates the latest checkpoint in `workdir`, or with
+  `config.init_from` that file's weights (never initialises a weight:
+  without a checkpoint this is an error)."""
+  if config.init_from:
+    mesh, datasets, model = _data_and_model(config)
+    variables = eval_variables(config, model, config.data.image_size)
+    state = parallel.replicate(mesh, TrainState(
+        step=jnp.zeros((), jnp.int32), params=variables["params"],
+        batch_stats=variables.get("batch_stats", {}), opt_state=(),
+        rng=jax.random.key_data(jax.random.key(config.seed))))
+    metrics = _evaluate({"": make_eval_step(model, mesh)}, state, datasets,
+                        mesh)
+    metrics["init_from"] = config.init_from
+    return metrics
+  _require_checkpoint(workdir)
   mesh, datasets, model, _, _, state, checkpoints, _ = _setup(config, workdir)
   checkpoints.close()
   metrics = _evaluate(_make_eval_steps(config, model, mesh), state,
                       datasets, mesh)
   metrics["step"] = int(jax.device_get(state.step))
   return metrics
+
+
+def load_checkpoint(config: ml_collections.ConfigDict, workdir: str
+                    ) -> tuple[Any, TrainState]:
+  """The model and the state of the latest checkpoint in `workdir`
+  (replicated on the mesh), for analysing a trained run: nothing is trained
+  or initialised, and a workdir without a checkpoint is an error."""
+  _require_checkpoint(workdir)
+  _, _, model, _, _, state, checkpoints, _ = _setup(config, workdir)
+  checkpoints.close()
+  return model, state
+
+
+def export_pytorch(config: ml_collections.ConfigDict, workdir: str) -> str:
+  """Writes the workdir's latest checkpoint as a PyTorch state_dict in the
+  fast-MPN-COV naming (`gcp_jax.convert.save_pytorch_checkpoint`; ResNet
+  models, needs torch) to WORKDIR/pytorch_state_dict.pth.
+
+  Returns:
+    The file written.
+  """
+  _, state = load_checkpoint(config, workdir)
+  path = os.path.join(workdir, PYTORCH_EXPORT)
+  if jax.process_index() == 0:
+    save_pytorch_checkpoint(jax.device_get(state.variables()), path)
+  return path

@@ -23,12 +23,15 @@ from flax import linen as nn
 from jax import lax
 from jax.sharding import Mesh, PartitionSpec as P
 
-from gcp_jax.ops.losses import cross_entropy
+from gcp_jax.ops.losses import cross_entropy, soft_target_cross_entropy
 from gcp_jax.train.parallel import DATA_AXIS
 from gcp_jax.train.state import TrainState
 
 Batch = dict[str, jax.Array]
 Metrics = dict[str, jax.Array]
+MixFn = Callable[[jax.Array, jax.Array, jax.Array],
+                 tuple[jax.Array, jax.Array]]
+_MIX_TAG = 0x313C   # separates the mixing stream from the dropout stream
 
 
 def _topk_correct(logits: jax.Array, labels: jax.Array, k: int) -> jax.Array:
@@ -39,8 +42,8 @@ def _topk_correct(logits: jax.Array, labels: jax.Array, k: int) -> jax.Array:
 
 def make_train_step(model: nn.Module, tx: optax.GradientTransformation,
                     schedule: optax.Schedule, mesh: Mesh,
-                    label_smoothing: float = 0.0, ema_decay: float = 0.0
-                    ) -> Callable[[TrainState, Batch], tuple[TrainState,
+                    label_smoothing: float = 0.0, ema_decay: float = 0.0,
+                    mix: MixFn | None = None) -> Callable[[TrainState, Batch], tuple[TrainState,
                                                              Metrics]]:
   """Builds the compiled data-parallel training step.
 
@@ -54,6 +57,11 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation,
     label_smoothing: eps of the smoothed targets.
     ema_decay: decay of the weight average when `state.ema` is kept:
       ema <- decay * ema + (1 - decay) * (new params, new BN statistics).
+    mix: None, or (key, images, labels) -> (images, soft targets (B, K))
+      applied to each device's slice (`gcp_jax.data.mixing.mix_batch` with
+      its settings bound; label smoothing is then folded into the targets
+      by `mix`, not applied again). Train top-1 is then measured against
+      the unmixed labels.
 
   Returns:
     step(state, batch) -> (new state, metrics). `batch` = {'image': (B, H, W,
@@ -67,13 +75,21 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation,
         jax.random.fold_in(state.base_key(), state.step),
         lax.axis_index(DATA_AXIS))
 
+    images = batch["image"]
+    if mix is not None:
+      images, targets = mix(jax.random.fold_in(key, _MIX_TAG), images,
+                            batch["label"])
+
     def loss_fn(params):
       logits, updates = model.apply(
           {"params": params, "batch_stats": state.batch_stats},
-          batch["image"], True, rngs={"dropout": key},
+          images, True, rngs={"dropout": key},
           mutable=["batch_stats", "intermediates"])
-      loss = jnp.mean(cross_entropy(logits, batch["label"], label_smoothing))
-      return loss, (logits, updates)
+      if mix is None:
+        losses = cross_entropy(logits, batch["label"], label_smoothing)
+      else:
+        losses = soft_target_cross_entropy(logits, targets)
+      return jnp.mean(losses), (logits, updates)
 
     # Differentiate w.r.t. a per-device ("varying") copy of the replicated
     # parameters, so the gradient is this device's own, as under jax.pmap,

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from gcp_jax.ops import cross_entropy
+from gcp_jax.ops import cross_entropy, soft_target_cross_entropy
 
 
 @pytest.mark.parametrize("eps", [0.0, 0.1])
@@ -23,3 +23,15 @@ def test_matches_float64_reference(eps):
 def test_uniform_logits_give_log_k():
   got = cross_entropy(np.zeros((2, 4), np.float32), np.array([0, 3]))
   np.testing.assert_allclose(np.asarray(got), np.log(4.0), rtol=1e-7)
+
+
+def test_soft_targets_match_float64_reference():
+  rng = np.random.default_rng(1)
+  logits = rng.normal(size=(4, 6))
+  targets = rng.dirichlet(np.ones(6), size=4)
+  shifted = logits - logits.max(-1, keepdims=True)
+  log_p = shifted - np.log(np.exp(shifted).sum(-1, keepdims=True))
+  got = soft_target_cross_entropy(logits.astype(np.float32),
+                                  targets.astype(np.float32))
+  np.testing.assert_allclose(np.asarray(got), -(targets * log_p).sum(-1),
+                             rtol=1e-5)

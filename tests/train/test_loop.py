@@ -1,13 +1,18 @@
 """train_and_evaluate / evaluate in process, on the embedded digits."""
 
+import dataclasses
 import os
 
 import jax
 import numpy as np
 import pytest
 
+from gcp_jax.analysis import gradient_probe
 from gcp_jax.data.config import DataError
+from gcp_jax.data.pipeline import create_datasets
+from gcp_jax.models import create_model
 from gcp_jax.train import loop
+from gcp_jax.train.probe_hook import PROBE_FILE
 from gcp_jax.train.checkpoint import CheckpointMismatchError
 from gcp_jax.train.parallel import ConfigError
 from tests.train.tiny import tiny_config
@@ -18,10 +23,18 @@ def digits_dir(tmp_path_factory):
   return tmp_path_factory.mktemp("digits_cache")
 
 
+def _probed(config):
+  """The config with the gradient probe every 7 in-epoch steps, 4 etas."""
+  config.gradient_probe.every_steps = 7
+  config.gradient_probe.num_etas = 4
+  config.gradient_probe.eta_max = 1.6
+  return config
+
+
 @pytest.fixture(scope="module")
 def trained(digits_dir, tmp_path_factory):
   workdir = str(tmp_path_factory.mktemp("run"))
-  config = tiny_config(digits_dir)
+  config = _probed(tiny_config(digits_dir))
   return config, workdir, loop.train_and_evaluate(config, workdir)
 
 
@@ -55,14 +68,50 @@ def test_resume_continues_from_saved_step(trained, digits_dir,
                                           tmp_path_factory):
   """Train 1 epoch, then ask for 2: the second run starts at step 21 and ends
   exactly where the uninterrupted run ended."""
-  config, _, full = trained
+  config, full_workdir, full = trained
   workdir = str(tmp_path_factory.mktemp("resume"))
-  loop.train_and_evaluate(tiny_config(digits_dir, num_epochs=1), workdir)
+  loop.train_and_evaluate(_probed(tiny_config(digits_dir, num_epochs=1)),
+                          workdir)
+  # A probe record past the last checkpoint, as after a kill: replaced.
+  path = os.path.join(workdir, PROBE_FILE)
+  records = gradient_probe.load_results(path)
+  gradient_probe.save_results(
+      records + [dataclasses.replace(records[-1], step=21, base_loss=-1.0)],
+      path)
   resumed = loop.train_and_evaluate(config, workdir)
   assert resumed.history[0]["step"] == 28           # first log after 21
   np.testing.assert_allclose(resumed.eval_metrics["loss"],
                              full.eval_metrics["loss"], rtol=1e-5)
   assert resumed.eval_metrics["top1"] == full.eval_metrics["top1"]
+  want = gradient_probe.load_results(os.path.join(full_workdir, PROBE_FILE))
+  got = gradient_probe.load_results(path)
+  assert [r.step for r in got] == [r.step for r in want]
+  for a, b in zip(got, want):
+    np.testing.assert_allclose(a.losses, b.losses, rtol=1e-5)
+    np.testing.assert_allclose(a.base_loss, b.base_loss, rtol=1e-5)
+
+
+def test_probe_records_pre_update_weights_on_the_step_batch(trained,
+                                                            digits_dir):
+  """Probes at in-epoch steps 0, 7, 14 of both epochs; step 0's L(X) is
+  the loss of the initial weights on the first training batch with
+  batch-statistics BN, computed here with a plain forward and numpy."""
+  config, workdir, _ = trained
+  records = gradient_probe.load_results(os.path.join(workdir, PROBE_FILE))
+  assert [r.step for r in records] == [0, 7, 14, 21, 28, 35]
+  assert all(r.bn_mode == "batch" and r.batch_size == 64 for r in records)
+  np.testing.assert_allclose(records[0].etas, [0.1, 0.6, 1.1, 1.6])
+  model = create_model(config.model, 10)            # no device axis
+  x = np.zeros((1, 16, 16, 3), np.float32)
+  variables = model.init(jax.random.key(config.seed), x, False)
+  batch = next(iter(create_datasets(config.data).train_batches(0)))
+  logits, _ = model.apply(variables, batch["image"], True,
+                          mutable=["batch_stats"])
+  logits = np.asarray(logits, np.float64)
+  log_p = logits - logits.max(-1, keepdims=True)
+  log_p -= np.log(np.exp(log_p).sum(-1, keepdims=True))
+  want = -log_p[np.arange(64), batch["label"]].mean()
+  assert records[0].base_loss == pytest.approx(want, rel=1e-4)
 
 
 def test_other_architecture_checkpoint_is_refused_and_kept(trained,
@@ -141,3 +190,22 @@ def test_ema_is_evaluated_checkpointed_and_selects_best(digits_dir, tmp_path):
     loop.train_and_evaluate(tiny_config(digits_dir, best_metric="ema_top1"),
                             str(tmp_path / "bad"))
   assert not os.path.exists(str(tmp_path / "bad" / "checkpoints"))
+
+
+def test_deit_recipe_pieces_train_together(digits_dir, tmp_path):
+  """A tiny DeiT + DropCov with RandAugment, random erasing, mixup/CutMix,
+  label smoothing and the weight EMA: trains, and reports both models."""
+  config = tiny_config(digits_dir, model="deit_tiny_test_dropcov",
+                       num_epochs=1, ema_decay=0.9, label_smoothing=0.1,
+                       learning_rate=1e-3)
+  config.data.image_size = 32
+  config.optimizer.name = "adamw"
+  config.optimizer.weight_decay = 0.03
+  config.data.randaugment = "rand-m9-mstd0.5-inc1"
+  config.data.random_erasing = 0.25
+  config.data.mixup_alpha = 0.8
+  config.data.cutmix_alpha = 1.0
+  result = loop.train_and_evaluate(config, str(tmp_path))
+  assert all(np.isfinite(h["loss"]) for h in result.history)
+  assert result.history[-1]["loss"] < result.history[0]["loss"]
+  assert {"top1", "ema_top1"} <= set(result.eval_metrics)

@@ -122,6 +122,35 @@ def test_ema_follows_the_recurrence_and_leaves_training_unchanged():
     np.testing.assert_allclose(y, x, rtol=1e-5, atol=1e-7)
 
 
+def test_mixed_batches_train_on_soft_targets():
+  """With a `mix` function the loss is the soft-target cross-entropy of the
+  model on the mixed images (numpy reference on the same forward)."""
+  model, tx, schedule, state, batch = _setup("resnet_tiny_gap")
+
+  def mix(key, images, labels):
+    del key
+    onehot = jax.nn.one_hot(labels, 10)
+    return (0.7 * images + 0.3 * images[::-1],
+            0.7 * onehot + 0.3 * onehot[::-1])
+
+  mesh = _mesh(1)
+  step = make_train_step(model, tx, schedule, mesh, mix=mix)
+  _, metrics = step(parallel.replicate(mesh, state),
+                    parallel.host_batch_to_global(mesh, batch))
+  x = batch["image"]
+  unsynced = create_model("resnet_tiny_gap", 10)  # same params, no axis
+  logits, _ = unsynced.apply(state.variables(), 0.7 * x + 0.3 * x[::-1],
+                             True, mutable=["batch_stats"])
+  logits = np.asarray(logits, np.float64)
+  log_p = logits - logits.max(-1, keepdims=True)
+  log_p -= np.log(np.exp(log_p).sum(-1, keepdims=True))
+  targets = 0.7 * np.eye(10)[batch["label"]] + 0.3 * np.eye(10)[
+      batch["label"][::-1]]
+  want = -(targets * log_p).sum(-1).mean()
+  got = float(metrics["loss_sum"]) / float(metrics["count"])
+  np.testing.assert_allclose(got, want, rtol=1e-5)
+
+
 def test_step_compiles_once():
   model, tx, schedule, state, batch = _setup("resnet_tiny_isqrt")
   mesh = _mesh(4)

@@ -1,0 +1,72 @@
+"""Start training or evaluation from a published checkpoint (`init_from`).
+
+`config.init_from` names a PyTorch (`.pth`, `.pth.tar`) or MindSpore
+(`.ckpt`) file of the GCP papers' models (`gcp_jax.convert`). Training in a
+workdir without a checkpoint of its own starts from those weights; arrays
+matched by `config.init_from_ignore` (e.g. `("head/fc/.*",)` for a new set
+of classes) come from the fresh initialisation instead, and the import
+report says which. Once the workdir has a checkpoint, resuming takes
+precedence and `init_from` is not read again. Evaluation
+(`--mode=eval`) with `init_from` evaluates the file's weights as they are:
+it never initialises a weight, so every array must come from the file.
+
+Synopsis:
+  variables, report = pretrained_variables(config, model, image_size)
+  variables = eval_variables(config, model, image_size)
+"""
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+from absl import logging
+from flax import linen as nn
+
+from gcp_jax.convert import ImportReport, WeightMappingError, load_pretrained
+
+PyTree = dict
+
+
+def _import(config: ml_collections.ConfigDict, template: PyTree
+            ) -> tuple[PyTree, ImportReport]:
+  variables, report = load_pretrained(
+      config.init_from, template, ignore=tuple(config.init_from_ignore),
+      drop_background_class=config.init_from_drop_background)
+  logging.warning("%s", report.summary())
+  return variables, report
+
+
+def pretrained_variables(config: ml_collections.ConfigDict, model: nn.Module,
+                         image_size: int) -> tuple[PyTree, ImportReport]:
+  """The variables to train from: the file's arrays over a fresh
+  initialisation (seed `config.seed`) of the ignored ones.
+
+  Returns:
+    ({'params', 'batch_stats'} as numpy / jax arrays, the import report).
+
+  Raises:
+    gcp_jax.convert errors: unreadable file, or arrays that do not fit the
+      model and are not ignored (the message lists them and the fix).
+  """
+  x = jnp.zeros((1, image_size, image_size, 3), jnp.float32)
+  fresh = jax.jit(model.init, static_argnums=2)(jax.random.key(config.seed),
+                                                x, False)
+  return _import(config, fresh)
+
+
+def eval_variables(config: ml_collections.ConfigDict, model: nn.Module,
+                   image_size: int) -> PyTree:
+  """The file's variables for evaluation; nothing is initialised (the
+  template is abstract), so a missing array is an error, ignored or not."""
+  x = jax.ShapeDtypeStruct((1, image_size, image_size, 3), jnp.float32)
+  template = jax.eval_shape(
+      lambda images: model.init(jax.random.key(0), images, False), x)
+  variables, report = _import(config, template)
+  if report.not_loaded:
+    shown = ", ".join(report.not_loaded[:10])
+    raise WeightMappingError(
+        f"--mode=eval evaluates the weights of {config.init_from} as they "
+        f"are, but {len(report.not_loaded)} arrays of the model are not in "
+        f"it ({shown}). Evaluating them at random values would be "
+        f"meaningless: fine-tune first (--mode=train with init_from and "
+        f"init_from_ignore), then evaluate that workdir.")
+  return variables

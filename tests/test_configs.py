@@ -1,0 +1,72 @@
+"""Every training config loads, validates and builds (no data, no weights).
+
+The recipes' key numbers are checked against METHOD.md section 6.
+"""
+
+import importlib
+
+import jax
+import jax.numpy as jnp
+import pytest
+
+from gcp_jax.data.config import DataSettings
+from gcp_jax.models import create_model
+from gcp_jax.train.optim import create_optimizer
+from gcp_jax.train.schedules import create_lr_schedule
+
+CONFIGS = [
+    ("default", None), ("imagenet_resnet", "resnet50_isqrt_d128,lrnorm"),
+    ("imagenet_resnet", "resnet18_gap,lrfast"),
+    ("imagenet_resnet", "resnet101_dropcov_d128,lradju"),
+    ("imagenet_fmpn", "resnet50"), ("imagenet_fmpn", "resnet101"),
+    ("imagenet_deit", "deit_s_dropcov"), ("imagenet_deit", "deit_t_cls"),
+    ("finetune_fmpn", "cub"), ("finetune_fmpn", "cars"),
+]
+
+
+def _load(name, arg):
+  module = importlib.import_module(f"configs.{name}")
+  return module.get_config() if arg is None else module.get_config(arg)
+
+
+@pytest.mark.parametrize("name,arg", CONFIGS)
+def test_config_builds(name, arg):
+  config = _load(name, arg)
+  DataSettings.from_config(config.data)
+  model = create_model(config.model, 10, **dict(config.model_overrides))
+  size = config.data.image_size
+  shapes = jax.eval_shape(lambda: model.init(
+      jax.random.key(0), jnp.zeros((1, size, size, 3)), False))
+  schedule = create_lr_schedule(config.schedule, config.learning_rate, 100,
+                                config.num_epochs)
+  tx = create_optimizer(config.optimizer, schedule)
+  jax.eval_shape(tx.init, shapes["params"])   # rules match some params
+
+
+def test_finetune_recipe_numbers():
+  config = _load("finetune_fmpn", "cub")
+  assert config.data.image_size == 448 and config.data.eval_views == 2
+  assert config.data.global_batch_size == 10
+  assert config.learning_rate == 1.2e-3
+  assert config.optimizer.weight_decay == 1e-3
+  assert tuple(config.optimizer.lr_multipliers) == (("head/fc/.*", 5.0),)
+  assert config.num_epochs == 100
+  assert tuple(config.init_from_ignore) == ("head/fc/.*",)
+
+
+def test_fmpn_and_deit_recipe_numbers():
+  fmpn = _load("imagenet_fmpn", "resnet50")
+  assert fmpn.data.global_batch_size == 160 and fmpn.num_epochs == 65
+  assert tuple(fmpn.schedule.milestones) == (30, 45, 60)
+  deit = _load("imagenet_deit", "deit_s_dropcov")
+  assert deit.data.randaugment == "rand-m9-mstd0.5-inc1"
+  assert (deit.data.mixup_alpha, deit.data.cutmix_alpha) == (0.8, 1.0)
+  assert deit.data.random_erasing == 0.25
+  assert deit.ema_decay == 0.99996 and deit.label_smoothing == 0.1
+
+
+def test_unknown_arguments_are_named():
+  with pytest.raises(ValueError, match="DATASET must be one of"):
+    _load("finetune_fmpn", "flowers")
+  with pytest.raises(ValueError, match="ARCH must be one of"):
+    _load("imagenet_fmpn", "resnet18")

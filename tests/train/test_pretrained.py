@@ -1,0 +1,59 @@
+"""Training and evaluation from an imported checkpoint (config.init_from)."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from gcp_jax.convert import WeightMappingError, save_pytorch_checkpoint
+from gcp_jax.models import create_model
+from gcp_jax.train import loop
+from tests.train.tiny import tiny_config
+
+pytest.importorskip("torch")
+
+
+def _variables(num_classes: int, seed: int):
+  model = create_model("resnet_tiny_isqrt", num_classes)
+  return model.init(jax.random.key(seed), jnp.zeros((1, 16, 16, 3)), False)
+
+
+def test_fine_tune_takes_the_backbone_and_a_fresh_classifier(tmp_path):
+  """A 7-class file into the 10-class digits model: with
+  init_from_ignore=('head/fc/.*',) every other array comes from the file
+  and the classifier from config.seed's init. Every param frozen (LR
+  multiplier 0), so the trained state still holds the initial values."""
+  source = _variables(7, seed=123)
+  path = str(tmp_path / "pretrained.pth")
+  save_pytorch_checkpoint(source, path)
+  config = tiny_config(tmp_path / "digits", num_train_steps=2,
+                       init_from=path, init_from_ignore=("head/fc/.*",))
+  config.optimizer.lr_multipliers = ((".*", 0.0),)
+  state = loop.train_and_evaluate(config, str(tmp_path / "run")).state
+  params = jax.device_get(state.params)
+  fresh = jax.device_get(_variables(10, seed=config.seed)["params"])
+  np.testing.assert_array_equal(params["stem"]["conv1"]["kernel"],
+                                source["params"]["stem"]["conv1"]["kernel"])
+  np.testing.assert_array_equal(
+      params["head"]["reduce"]["conv_reduce"]["kernel"],
+      source["params"]["head"]["reduce"]["conv_reduce"]["kernel"])
+  np.testing.assert_array_equal(params["head"]["fc"]["kernel"],
+                                fresh["head"]["fc"]["kernel"])
+
+
+def test_without_ignore_a_new_class_count_is_an_error(tmp_path):
+  path = str(tmp_path / "pretrained.pth")
+  save_pytorch_checkpoint(_variables(7, seed=1), path)
+  config = tiny_config(tmp_path / "digits", init_from=path)
+  with pytest.raises(WeightMappingError, match="fc"):
+    loop.train_and_evaluate(config, str(tmp_path / "run"))
+  assert not list((tmp_path / "run").glob("checkpoints/*"))
+
+
+def test_eval_refuses_arrays_missing_from_the_file(tmp_path):
+  path = str(tmp_path / "pretrained.pth")
+  save_pytorch_checkpoint(_variables(7, seed=1), path)
+  config = tiny_config(tmp_path / "digits", init_from=path,
+                       init_from_ignore=("head/fc/.*",))
+  with pytest.raises(WeightMappingError, match="fine-tune first"):
+    loop.evaluate(config, str(tmp_path / "run"))
