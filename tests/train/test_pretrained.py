@@ -5,7 +5,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from configs import finetune_fmpn
 from gcp_jax.convert import WeightMappingError, save_pytorch_checkpoint
+from gcp_jax.data.digits import write_digits_image_folder
 from gcp_jax.models import create_model
 from gcp_jax.train import loop
 from tests.train.tiny import tiny_config
@@ -18,19 +20,26 @@ def _variables(num_classes: int, seed: int):
   return model.init(jax.random.key(seed), jnp.zeros((1, 16, 16, 3)), False)
 
 
-def test_fine_tune_takes_the_backbone_and_a_fresh_classifier(tmp_path):
-  """A 7-class file into the 10-class digits model: with
-  init_from_ignore=('head/fc/.*',) every other array comes from the file
-  and the classifier from config.seed's init. Every param frozen (LR
-  multiplier 0), so the trained state still holds the initial values."""
+def test_finetune_config_takes_the_backbone_and_a_fresh_classifier(tmp_path):
+  """configs/finetune_fmpn.py shrunk to a tiny model, on the digits written
+  as an image folder, from a 7-class file: every array but the classifier
+  comes from the file, the classifier from config.seed's init (all LR
+  multipliers 0, so the trained state still holds the initial values), and
+  the 2-view evaluation counts every image once."""
   source = _variables(7, seed=123)
   path = str(tmp_path / "pretrained.pth")
   save_pytorch_checkpoint(source, path)
-  config = tiny_config(tmp_path / "digits", num_train_steps=2,
-                       init_from=path, init_from_ignore=("head/fc/.*",))
+  config = finetune_fmpn.get_config("cub")
+  config.model = "resnet_tiny_isqrt"
+  config.init_from = path
+  config.data.data_dir = write_digits_image_folder(str(tmp_path / "digits"))
+  config.data.update({"image_size": 16, "resize_size": 16,
+                      "global_batch_size": 64, "eval_batch_size": 64})
+  config.num_train_steps = 2
   config.optimizer.lr_multipliers = ((".*", 0.0),)
-  state = loop.train_and_evaluate(config, str(tmp_path / "run")).state
-  params = jax.device_get(state.params)
+  result = loop.train_and_evaluate(config, str(tmp_path / "run"))
+  assert result.eval_metrics["count"] == 450
+  params = jax.device_get(result.state.params)
   fresh = jax.device_get(_variables(10, seed=config.seed)["params"])
   np.testing.assert_array_equal(params["stem"]["conv1"]["kernel"],
                                 source["params"]["stem"]["conv1"]["kernel"])
