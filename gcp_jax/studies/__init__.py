@@ -1,0 +1,13 @@
+"""Studies: end-to-end experiments that train models with `gcp_jax.train`
+and measure them with `gcp_jax.analysis`, for the notebooks.
+
+  optimization   GAP vs GCP vs DropCov: the gradient-direction probe during
+                 training, filter-normalised loss landscapes, Hessian top
+                 eigenvalue and trace (notebooks/loss_landscape.ipynb)
+  summary        the numbers the study reports: probe bands, landscape
+                 rise, the summary table
+  plots          matplotlib figures of those results, saved as PNG
+
+This is the top layer: it imports `gcp_jax.train` and `gcp_jax.analysis`;
+nothing in the package imports it.
+"""
