@@ -5,10 +5,16 @@
   broadcasting);
 * XLA's heavy optimisation passes are off: compiling is what tests spend
   their time on (4x faster suite); results stay within the tests' tolerances;
+* compiled programs are shared through JAX's persistent compilation cache
+  (a folder in the system temp dir; xdist workers and the tests' main.py
+  subprocesses compile the same train steps again and again; the cache key
+  covers the program, the flags and the JAX version, and the size limit
+  turns on JAX's file locking for concurrent writers);
 * TensorFlow (used later for tf.data) is kept off any GPU.
 """
 
 import os
+import tempfile
 
 NUM_TEST_DEVICES = 4
 
@@ -16,6 +22,10 @@ os.environ["XLA_FLAGS"] = " ".join(
     [os.environ.get("XLA_FLAGS", ""),
      f"--xla_force_host_platform_device_count={NUM_TEST_DEVICES}"]).strip()
 os.environ["JAX_NUMPY_RANK_PROMOTION"] = "raise"
-os.environ["JAX_DISABLE_MOST_OPTIMIZATIONS"] = "1"
+os.environ.setdefault("JAX_DISABLE_MOST_OPTIMIZATIONS", "1")
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(
+    tempfile.gettempdir(), f"gcp_jax_test_xla_cache_{os.getuid()}"))
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.2")
+os.environ.setdefault("JAX_COMPILATION_CACHE_MAX_SIZE", str(2 << 30))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")

@@ -54,7 +54,8 @@ from absl import logging
 from gcp_jax.data import digits, preprocess, views
 from gcp_jax.data.config import DataError, DataSettings, default_data_config
 from gcp_jax.data.sources import (FolderSource, Record, TfdsSource,
-                                  corrupt_error, decode_failure, host_range)
+                                  corrupt_error, decode_failure, graph_map,
+                                  host_range)
 
 __all__ = ["DataError", "DatasetInfo", "Datasets", "create_datasets",
            "default_data_config"]
@@ -227,15 +228,16 @@ class Datasets:
     start = min(first_step * batch_size, n)
     dataset = None
     if start < n:
-      dataset = stream.records(start, n).enumerate(start).map(
-          functools.partial(self._add_position, batch_size))
+      dataset = graph_map(stream.records(start, n).enumerate(start),
+                          functools.partial(self._add_position, batch_size))
       if stream.split == "val":
-        dataset = dataset.map(lambda r: {**r, "mask": tf.constant(1.0)})
+        dataset = graph_map(dataset,
+                            lambda r: {**r, "mask": tf.constant(1.0)})
       if self.corrupt_files:
-        dataset = (dataset.batch(batch_size).map(self._replace_corrupt)
-                   .unbatch())
-      dataset = dataset.map(stream.example,
-                            self._settings.num_parallel_calls)
+        dataset = graph_map(dataset.batch(batch_size),
+                            self._replace_corrupt).unbatch()
+      dataset = graph_map(dataset, stream.example,
+                          self._settings.num_parallel_calls)
     if stream.split == "val":
       padding = tf.data.Dataset.from_tensors({
           "image": tf.zeros(self._eval_image_shape(), tf.float32),

@@ -22,6 +22,7 @@ Synopsis:
 
 import os
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import tensorflow as tf
@@ -104,6 +105,19 @@ def _flatten(files: dict[str, list[str]], class_names: tuple[str, ...]
   return paths, labels
 
 
+def graph_map(dataset: tf.data.Dataset, fn: Callable[..., Any],
+              num_parallel_calls: int | None = None) -> tf.data.Dataset:
+  """`dataset.map(fn)` with AutoGraph off.
+
+  Every function the pipeline maps is written in graph form (tf.cond,
+  tf.switch_case; Python `if` only on Python values), so AutoGraph's source
+  conversion, which tf.data runs on each mapped function every time a
+  pipeline is built (every epoch), only costs time: ~3 of the 15 s of a
+  tiny 2-epoch digits run on 2 CPU cores.
+  """
+  return dataset.map(tf.autograph.experimental.do_not_convert(fn),
+                     num_parallel_calls)
+
 class _DecodedImages:
   """Every image of a list decoded once, kept in one flat uint8 buffer."""
 
@@ -111,9 +125,9 @@ class _DecodedImages:
     def decode(i, path):
       return i, preprocess.decode_image(tf.io.read_file(path))
 
-    decoded = (tf.data.Dataset.from_tensor_slices((np.arange(len(paths)),
-                                                   paths))
-               .map(decode, num_parallel_calls).ignore_errors())
+    decoded = graph_map(
+        tf.data.Dataset.from_tensor_slices((np.arange(len(paths)), paths)),
+        decode, num_parallel_calls).ignore_errors()
     images = [np.zeros((0, 0, 3), np.uint8)] * len(paths)
     read = np.zeros(len(paths), bool)
     for i, image in decoded.as_numpy_iterator():
@@ -259,9 +273,9 @@ class TfdsSource:
         decoders={"image": tfds.decode.SkipDecoding()},
         read_config=tfds.ReadConfig(shuffle_seed=shuffle_key,
                                     try_autocache=False))
-    return dataset.map(lambda x: {"key": x["file_name"],
-                                  "label": tf.cast(x["label"], tf.int32),
-                                  "encoded": x["image"]})
+    return graph_map(dataset, lambda x: {
+        "key": x["file_name"], "label": tf.cast(x["label"], tf.int32),
+        "encoded": x["image"]})
 
   def train_records(self, epoch_key: int, start: int,
                     stop: int) -> tf.data.Dataset:

@@ -19,9 +19,22 @@ def _input_size(name):
   return 32 if name.startswith("deit_tiny_test") else 224
 
 
-@pytest.mark.parametrize("name", model_names())
-def test_every_model_output_shape(name):
-  """Big models abstractly (no allocation), tiny ones for real."""
+def _covering_names() -> list[str]:
+  """Registered names that exercise every head variant (on ResNet-50, the
+  bottleneck backbone, and the tiny models) and every depth (with GAP,
+  iSQRT, iSQRT d=128 and DropCov d=128), each ViT and each tiny model.
+  The ResNet registry is the product depth x head, built by the same code,
+  so the other combinations add no code path; they run with -m slow."""
+  depth_heads = ("gap", "isqrt", "isqrt_d128", "dropcov_d128")
+  return [n for n in model_names()
+          if not n.startswith("resnet") or n.startswith("resnet50_")
+          or n.startswith("resnet_tiny") or n.split("_", 1)[1] in depth_heads]
+
+
+COVERING = _covering_names()
+
+
+def _output_shape_check(name):
   model = create_model(name, 7)
   size = _input_size(name)
   x = jnp.zeros((2, size, size, 3))
@@ -32,6 +45,19 @@ def test_every_model_output_shape(name):
     variables = _abstract_init(model, size)
     out = jax.eval_shape(lambda v: model.apply(v, x, False), variables)
   assert out.shape == (2, 7) and out.dtype == jnp.float32
+
+
+@pytest.mark.parametrize("name", COVERING)
+def test_every_model_output_shape(name):
+  """Big models abstractly (no allocation), tiny ones for real."""
+  _output_shape_check(name)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "name", [n for n in model_names() if n not in COVERING])
+def test_remaining_model_output_shapes(name):
+  _output_shape_check(name)
 
 
 # Seed tables (METHOD 1.4, issue 3): millions of parameters, 1000 classes.
