@@ -3,12 +3,12 @@
 The kernel is a subprocess started by nbclient with the 'python3' kernelspec;
 jupyter_client launches a spec whose command is `python` with this test's
 interpreter (`sys.executable`), which a cell appended to the in-memory
-notebook checks. Kernel environment: this process's, so the kernel also sees conftest's
-4 forced CPU devices, rank-promotion errors and disabled XLA optimisations
-(the notebook runs on a 4-device mesh; compiling dominates at the test
-scale: 108 s with the optimisations off against 136 s on, on a 2-core
-Xeon). Bounded by a per-cell timeout; about two minutes on 2 idle CPU
-cores.
+notebook checks. Kernel environment: this process's, so the kernel also
+sees conftest's 4 forced CPU devices, rank-promotion errors and disabled
+XLA optimisations (the notebook runs on a 4-device mesh; compiling
+dominates at the test scale: 108 s with the optimisations off against
+136 s on, on a 2-core Xeon). Bounded by a per-cell timeout; about two
+minutes on 2 idle CPU cores.
 """
 
 import json

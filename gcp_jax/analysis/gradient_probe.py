@@ -204,11 +204,13 @@ def make_gradient_probe(split: Split, *, bn_mode: str,
   etas_fn = jax.jit(jax.shard_map(
       etas_per_device, mesh=mesh,
       in_specs=(P(), P(axis), P(axis), P(axis), P(), P()), out_specs=P()))
-  # The grid padded with its last value to whole chunks (padding discarded).
+  # The grid padded with its last value to whole chunks (padding discarded),
+  # placed on the mesh once.
   num_chunks = -(-len(etas) // eta_batch_size)
   padded = np.concatenate(
       [etas, np.full(num_chunks * eta_batch_size - len(etas), etas[-1])])
-  chunks = padded.reshape(num_chunks, eta_batch_size)
+  chunks = forward.place(
+      mesh, list(padded.reshape(num_chunks, eta_batch_size)), P())
 
   def probe(variables: forward.Variables, inputs: Any, targets: Any,
             key: jax.Array, step: int | None = None) -> GradientProbeResult:
@@ -217,8 +219,8 @@ def make_gradient_probe(split: Split, *, bn_mode: str,
     variables, key = forward.place(mesh, (variables, key), P())
     inputs, targets = forward.place(mesh, (inputs, targets), P(axis))
     x, g0, base_loss, g0_norm = base_fn(variables, inputs, targets, key)
-    parts = [etas_fn(variables, x, g0, targets, key,
-                     forward.place(mesh, chunk, P())) for chunk in chunks]
+    parts = [etas_fn(variables, x, g0, targets, key, chunk)
+             for chunk in chunks]
     losses, changes = (np.concatenate(v)[:len(etas)]
                        for v in zip(*jax.device_get(parts)))
     return GradientProbeResult(

@@ -118,6 +118,7 @@ def graph_map(dataset: tf.data.Dataset, fn: Callable[..., Any],
   return dataset.map(tf.autograph.experimental.do_not_convert(fn),
                      num_parallel_calls)
 
+
 class _DecodedImages:
   """Every image of a list decoded once, kept in one flat uint8 buffer."""
 
