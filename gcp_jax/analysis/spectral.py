@@ -50,6 +50,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from gcp_jax import xla_options
 from gcp_jax.ops.linalg import HIGHEST
 
 Apply = Callable[[Any, jax.Array], jax.Array]
@@ -154,8 +155,9 @@ def _rayleigh_and_residual(apply, operand, vectors):
   return lax.map(one, vectors)
 
 
-@functools.partial(jax.jit, static_argnames=("apply", "k", "dim", "dtype",
-                                             "max_iters"))
+@functools.partial(
+    xla_options.jit,
+    static_argnames=("apply", "k", "dim", "dtype", "max_iters"))
 def _power(apply, operand, key, tol, *, k, dim, dtype, max_iters):
   def find(i, carry):
     basis, iters = carry
@@ -246,8 +248,9 @@ def _check_steps(num_steps: int, dim: int) -> None:
     raise ValueError(f"num_steps must be in [1, n={dim}], got {num_steps}.")
 
 
-@functools.partial(jax.jit, static_argnames=("apply", "k", "dim", "dtype",
-                                             "num_steps"))
+@functools.partial(
+    xla_options.jit,
+    static_argnames=("apply", "k", "dim", "dtype", "num_steps"))
 def _lanczos_top(apply, operand, key, *, k, dim, dtype, num_steps):
   key_v0, key_restart = jax.random.split(key)
   v0 = jax.random.normal(key_v0, (dim,), dtype)
@@ -283,8 +286,9 @@ def _rademacher(key: jax.Array, dim: int, dtype: Any) -> jax.Array:
   return jax.random.rademacher(key, (dim,), dtype)
 
 
-@functools.partial(jax.jit, static_argnames=("apply", "num_probes", "dim",
-                                             "dtype"))
+@functools.partial(
+    xla_options.jit,
+    static_argnames=("apply", "num_probes", "dim", "dtype"))
 def _hutchinson(apply, operand, key, *, num_probes, dim, dtype):
   def sample(k):
     v = _rademacher(k, dim, dtype)
@@ -310,8 +314,9 @@ def hutchinson_trace(op: SymmetricOperator, num_probes: int,
                        samples, num_probes)
 
 
-@functools.partial(jax.jit, static_argnames=("apply", "num_runs", "dim",
-                                             "dtype", "num_steps"))
+@functools.partial(
+    xla_options.jit,
+    static_argnames=("apply", "num_runs", "dim", "dtype", "num_steps"))
 def _slq(apply, operand, key, *, num_runs, dim, dtype, num_steps):
   def run(k):
     key_v0, key_restart = jax.random.split(k)
