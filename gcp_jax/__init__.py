@@ -2,6 +2,9 @@
 
 Subpackages (lower never imports higher):
   gcp_jax.ops    pure-jnp math of covariance pooling and its normalisations.
+
+Module:
+  gcp_jax.xla_options  the XLA compiler options of the compiled steps.
 """
 
 __version__ = "0.1.0"

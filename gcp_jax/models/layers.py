@@ -48,11 +48,11 @@ class PointwiseConv(nn.Module):
   The parameter is the same `kernel` of shape `(1, 1, C_in, features)`, with
   the same initialiser and RNG path, as `nn.Conv(features, (1, 1))`, so
   checkpoints and weight import do not see the difference. It exists for
-  speed: XLA:CPU runs the backward pass of a 1 x 1 `conv_general_dilated`
-  through layout transposes and slow weight-gradient convolutions, while the
-  gradients of a dot are dots. Measured on the 2-vCPU Xeon, ResNet-50 shapes at
-  batch 16, forward + backward: 2.5-4.4x faster than `nn.Conv`
-  (benchmarks/RESULTS.md, "Pointwise convolutions as dots").
+  speed: the gradients of a dot are dots, while XLA:CPU's default (YNNPACK)
+  convolution backward is slow. Forward + backward of ResNet-50's 1 x 1
+  shapes at batch 16 on the 2-vCPU Xeon: 2.0-5.2x faster than that
+  `nn.Conv`, and 0.67-1.28x the time of `nn.Conv` compiled with
+  `gcp_jax.xla_options` (benchmarks/RESULTS.md, "XLA:CPU convolutions").
   """
   features: int
   stride: int = 1
