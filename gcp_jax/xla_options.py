@@ -4,9 +4,8 @@ XLA:CPU (jaxlib 0.10.2) hands convolutions to YNNPACK by default (its
 `xla_cpu_experimental_ynn_fusion_type` default is "individual_dot, reduce,
 individual_convolution"). YNNPACK's convolution gradients are slow: on the
 2-vCPU Xeon of benchmarks/RESULTS.md ("XLA:CPU convolutions") forward +
-backward of ResNet-50's convolutions at batch 16 runs 1.2-4.8x faster
-through XLA's own (Eigen) convolution, and the ResNet-50 iSQRT training
-step takes 7.0-8.4 s instead of 8.5 s.
+backward of ResNet-50's convolutions at batch 16 runs 1.3-6.4x faster
+through XLA's own (Eigen) convolution.
 
 `jit` therefore compiles with YNNPACK kept for dots and reductions but not
 for convolutions. The option is per compilation, so it changes nothing else

@@ -48,11 +48,20 @@ class PointwiseConv(nn.Module):
   The parameter is the same `kernel` of shape `(1, 1, C_in, features)`, with
   the same initialiser and RNG path, as `nn.Conv(features, (1, 1))`, so
   checkpoints and weight import do not see the difference. It exists for
-  speed: the gradients of a dot are dots, while XLA:CPU's default (YNNPACK)
-  convolution backward is slow. Forward + backward of ResNet-50's 1 x 1
-  shapes at batch 16 on the 2-vCPU Xeon: 2.0-5.2x faster than that
-  `nn.Conv`, and 0.67-1.28x the time of `nn.Conv` compiled with
-  `gcp_jax.xla_options` (benchmarks/RESULTS.md, "XLA:CPU convolutions").
+  speed, on XLA:CPU:
+
+  * the gradients of a dot are dots, while XLA:CPU's default (YNNPACK)
+    convolution backward is slow: forward + backward of ResNet-50's 1 x 1
+    shapes at batch 16 on the 2-vCPU Xeon run 2.0-5.6x faster than that
+    `nn.Conv` (0.68-1.28x the time of `nn.Conv` compiled with
+    `gcp_jax.xla_options`);
+  * the dot runs on the `(B * H * W, C_in)` matrix, not on the 4-D array:
+    for the 4-D contraction's kernel gradient XLA:CPU transposes the output
+    gradient to `(features, B * H * W)` inside the BatchNorm backward fusion
+    (1.65 s of a 7.7 s ResNet-50 training step). With the 2-D form the step
+    takes 5.0-5.7 s (`nn.Conv` with `xla_options`: 7.2 s).
+
+  Numbers: benchmarks/RESULTS.md, "XLA:CPU convolutions".
   """
   features: int
   stride: int = 1
@@ -66,8 +75,9 @@ class PointwiseConv(nn.Module):
     x, kernel = nn.dtypes.promote_dtype(x, kernel, dtype=self.dtype)
     if self.stride > 1:
       x = x[:, ::self.stride, ::self.stride, :]
-    return lax.dot_general(x, kernel[0, 0], (((x.ndim - 1,), (0,)), ((), ())),
-                           precision=self.precision)
+    y = lax.dot_general(x.reshape(-1, x.shape[-1]), kernel[0, 0],
+                        (((1,), (0,)), ((), ())), precision=self.precision)
+    return y.reshape(*x.shape[:-1], self.features)
 
 
 def conv(features: int, kernel: int, stride: int = 1, *, dtype: Dtype,
