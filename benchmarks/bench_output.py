@@ -1,8 +1,10 @@
-"""Output helpers shared by the hand-run benchmarks: progress to stderr and
-plain or markdown tables."""
+"""Helpers shared by the hand-run benchmarks: median wall times, progress
+to stderr and plain or markdown tables."""
 
+import statistics
 import sys
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 
 
 def log(msg: str) -> None:
@@ -18,3 +20,28 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[str]],
             for i in range(len(headers))]
   return "\n".join("  ".join(c.rjust(wd) for c, wd in zip(r, widths))
                    for r in [headers, *rows])
+
+
+def interleaved_median_ms(calls: Sequence[tuple[Callable[[], object], int]],
+                          rounds: int) -> list[float]:
+  """Median wall time in ms of each call, timed in interleaved rounds.
+
+  Each (call, n) is run twice untimed (warm-up), then every round times n
+  calls of each entry in turn, so all entries see the same machine state.
+  """
+  for call, _ in calls:
+    call()
+    call()
+  times = [[] for _ in calls]
+  for _ in range(rounds):
+    for (call, n), samples in zip(calls, times):
+      for _ in range(n):
+        start = time.perf_counter()
+        call()
+        samples.append(time.perf_counter() - start)
+  return [1e3 * statistics.median(samples) for samples in times]
+
+
+def median_ms(call: Callable[[], object], repeats: int) -> float:
+  """Median wall time in ms of `repeats` calls after two warm-up calls."""
+  return interleaved_median_ms([(call, 1)], repeats)[0]

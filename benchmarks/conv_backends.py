@@ -14,7 +14,7 @@ of:
   3 x 3 convolutions (`nn.Conv`, what the library uses)
     * compiled with `jax.jit` and with `gcp_jax.xla_options.jit`.
 
-Each number is the median of `--repeats` calls after one warm-up call,
+Each number is the median of `--repeats` calls after two warm-up calls,
 float32, on whatever CPU it runs on; GFLOP/s counts 3 x the forward's
 2 * B * H_out * W_out * k^2 * C_in * C_out. Before timing, every variant's
 output and gradients are checked against the first variant of its kernel
@@ -34,10 +34,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
 from flax import linen as nn  # noqa: E402
 
-from benchmarks.bench_output import log, table  # noqa: E402
+from benchmarks.bench_output import log, median_ms, table  # noqa: E402
 from gcp_jax import xla_options  # noqa: E402
 from gcp_jax.models import layers  # noqa: E402
 
@@ -71,16 +70,6 @@ def _variants(kernel: int, features: int, stride: int
   return out
 
 
-def _time(fn: Callable, args: Sequence, repeats: int) -> float:
-  jax.block_until_ready(fn(*args))
-  times = []
-  for _ in range(repeats):
-    start = time.perf_counter()
-    jax.block_until_ready(fn(*args))
-    times.append(time.perf_counter() - start)
-  return float(np.median(times))
-
-
 def _rel_err(a: jax.Array, b: jax.Array) -> float:
   return float(jnp.max(jnp.abs(a - b)) / jnp.max(jnp.abs(b)))
 
@@ -109,7 +98,8 @@ def bench_shape(kernel: int, size: int, c_in: int, c_out: int, stride: int,
     if err > 1e-4:
       raise SystemExit(f"{name} disagrees with {rows[0][1]} on "
                        f"{kernel}x{kernel} {size}px {c_in}->{c_out}: {err}")
-    seconds = _time(fn, (params, x), repeats)
+    seconds = median_ms(
+        lambda: jax.block_until_ready(fn(params, x)), repeats) / 1e3
     rows.append([f"{kernel}x{kernel} {size}px {c_in}->{c_out} s{stride}",
                  name, f"{seconds * 1e3:.1f}", f"{flops / seconds / 1e9:.0f}",
                  f"{err:.0e}"])

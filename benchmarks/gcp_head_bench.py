@@ -92,7 +92,6 @@ Usage (from the repo root)
 import argparse
 import functools
 import os
-import statistics
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -107,7 +106,8 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 from jax import lax  # noqa: E402
 
-from benchmarks.bench_output import log, table  # noqa: E402
+from benchmarks.bench_output import (  # noqa: E402
+    interleaved_median_ms, log, median_ms, table)
 import gcp_jax.ops as ops  # noqa: E402
 
 try:
@@ -222,31 +222,6 @@ def memory_mib(compiled: jax.stages.Compiled) -> float:
   stats = compiled.memory_analysis()
   return (stats.argument_size_in_bytes + stats.output_size_in_bytes
           + stats.temp_size_in_bytes) / 2 ** 20
-
-
-def interleaved_median_ms(calls: Sequence[tuple[Callable[[], object], int]],
-                          rounds: int) -> list[float]:
-  """Median wall time in ms of each call, timed in interleaved rounds.
-
-  Each (call, n) is run twice untimed (warm-up), then every round times n
-  calls of each entry in turn, so all entries see the same machine state.
-  """
-  for call, _ in calls:
-    call()
-    call()
-  times = [[] for _ in calls]
-  for _ in range(rounds):
-    for (call, n), samples in zip(calls, times):
-      for _ in range(n):
-        start = time.perf_counter()
-        call()
-        samples.append(time.perf_counter() - start)
-  return [1e3 * statistics.median(samples) for samples in times]
-
-
-def median_ms(call: Callable[[], object], repeats: int) -> float:
-  """Median wall time in ms of `repeats` calls after two warm-up calls."""
-  return interleaved_median_ms([(call, 1)], repeats)[0]
 
 
 def jax_call(compiled: jax.stages.Compiled,
