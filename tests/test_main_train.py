@@ -51,9 +51,9 @@ def uninterrupted(cache, tmp_path_factory):
 
 def test_train_writes_metrics_and_checkpoints(uninterrupted):
   workdir, final, stdout = uninterrupted
-  # > 3.5 standard deviations above chance (0.1 on 450 digits); the bound
-  # of tests/train/test_loop.py, below this tiny run's seed-to-seed spread.
-  assert final["eval"]["top1"] > 0.15 and final["eval"]["count"] == 450
+  # Seeds 0-4 of this config reach eval top-1 0.940-0.960 (chance 0.1);
+  # the same bound as tests/train/test_loop.py.
+  assert final["eval"]["top1"] > 0.8 and final["eval"]["count"] == 450
   assert "eval at step 42" in stdout and "ETA" in stdout
   assert sorted(os.listdir(workdir / "checkpoints")) == ["21", "42"]
 

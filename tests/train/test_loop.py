@@ -41,12 +41,10 @@ def trained(digits_dir, tmp_path_factory):
 def test_loss_decreases_and_beats_chance(trained):
   _, _, result = trained
   losses = [h["loss"] for h in result.history]
-  # Bounds outside the seed-to-seed spread of this 42-step run at LR 0.4
-  # (seeds 0-2: last/first loss 0.63-0.72, top-1 0.20-0.36): rounding
-  # changes move a run anywhere inside it. Top-1 0.15 is 3.5 standard
-  # deviations above chance (0.1 on 450 digits).
-  assert losses[-1] < 0.8 * losses[0]
-  assert result.eval_metrics["top1"] > 0.15
+  # Seeds 0-4 of this run: last/first logged loss 0.072-0.095, eval top-1
+  # 0.940-0.960 (tests/train/tiny.py); chance is 0.1.
+  assert losses[-1] < 0.3 * losses[0]
+  assert result.eval_metrics["top1"] > 0.8
   assert result.eval_metrics["count"] == 450        # every val digit once
   assert int(jax.device_get(result.state.step)) == 42
 
