@@ -3,8 +3,10 @@
 * 4 forced CPU devices, so multi-device code is exercised on this machine;
 * numpy-style rank promotion raises (catches silent (B, C) vs (B, C, C)
   broadcasting);
-* XLA's heavy optimisation passes are off: compiling is what tests spend
-  their time on (4x faster suite); results stay within the tests' tolerances;
+* XLA's heavy optimisation passes are off and fusions are compiled with the
+  faster-compiling emitters (`tests/xla_flags.py`): compiling is what tests
+  spend their time on (4x faster suite); results stay within the tests'
+  tolerances;
 * compiled programs are shared through JAX's persistent compilation cache
   (a folder in the system temp dir; xdist workers and the tests' main.py
   subprocesses compile the same train steps again and again; the cache key
@@ -16,11 +18,12 @@
 import os
 import tempfile
 
+from tests.xla_flags import xla_flags
+
 NUM_TEST_DEVICES = 4
 
-os.environ["XLA_FLAGS"] = " ".join(
-    [os.environ.get("XLA_FLAGS", ""),
-     f"--xla_force_host_platform_device_count={NUM_TEST_DEVICES}"]).strip()
+os.environ["XLA_FLAGS"] = xla_flags(NUM_TEST_DEVICES,
+                                    os.environ.get("XLA_FLAGS", ""))
 os.environ["JAX_NUMPY_RANK_PROMOTION"] = "raise"
 os.environ.setdefault("JAX_DISABLE_MOST_OPTIMIZATIONS", "1")
 os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(

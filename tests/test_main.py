@@ -7,14 +7,15 @@ import sys
 
 import pytest
 
+from tests.xla_flags import subprocess_env
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _run(*args, timeout=300):
-  env = dict(os.environ, XLA_FLAGS="", PYTHONPATH=ROOT)
   return subprocess.run([sys.executable, "main.py", *args], cwd=ROOT,
-                        env=env, capture_output=True, text=True,
-                        timeout=timeout)
+                        env=subprocess_env(None, PYTHONPATH=ROOT),
+                        capture_output=True, text=True, timeout=timeout)
 
 
 @pytest.fixture(scope="module")

@@ -9,15 +9,19 @@ import subprocess
 import sys
 import time
 
+import jax
 import pytest
+
+from gcp_jax.train import loop
+from tests.train.tiny import tiny_config
+from tests.xla_flags import subprocess_env
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = "tests/train/tiny_config_file.py"
 
 
 def _env(devices: int) -> dict[str, str]:
-  return dict(os.environ, PYTHONPATH=ROOT, JAX_DISABLE_MOST_OPTIMIZATIONS="1",
-              XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
+  return subprocess_env(devices, PYTHONPATH=ROOT)
 
 
 def _cmd(cache, workdir, *extra):
@@ -143,17 +147,20 @@ def _free_port() -> int:
 
 def test_two_hosts_match_one_host(cache, tmp_path):
   """2 processes x 2 CPU devices (gloo collectives over 127.0.0.1) compute
-  the same steps as 1 process x 4 devices. Compared after 3 steps: the
-  cross-process reductions round differently, and the Newton-Schulz
-  backward of this tiny d=16 head can amplify that (grad norms 3e-4 apart
-  by step 5 while the losses still agree to 1e-7)."""
-  short = ("--config.num_train_steps=3", "--config.log_every_steps=1",
-           "--config.learning_rate=0.01")
-  one = _run(cache, tmp_path / "one", *short)
-  assert one.returncode == 0, one.stderr[-3000:]
+  the same steps as 1 process x 4 devices (this test process, which has
+  conftest's 4 devices: the same training code as main.py's, without
+  another interpreter start). Compared after 3 steps: the cross-process
+  reductions round differently, and the Newton-Schulz backward of this
+  tiny d=16 head can amplify that (grad norms 3e-4 apart by step 5 while
+  the losses still agree to 1e-7)."""
+  short = {"num_train_steps": 3, "log_every_steps": 1, "learning_rate": 0.01}
+  one = loop.train_and_evaluate(tiny_config(cache, **short),
+                                str(tmp_path / "one"))
+  assert jax.device_count() == 4
   port = _free_port()
   procs = [subprocess.Popen(
-      _cmd(cache, tmp_path / "two", *short,
+      _cmd(cache, tmp_path / "two",
+           *(f"--config.{k}={v}" for k, v in short.items()),
            f"--coordinator_address=127.0.0.1:{port}", "--num_processes=2",
            f"--process_id={i}"),
       cwd=ROOT, env=_env(2), stdout=subprocess.PIPE,
@@ -165,7 +172,8 @@ def test_two_hosts_match_one_host(cache, tmp_path):
       p.kill()
   assert all(p.returncode == 0 for p in procs), outs[0][-2000:] + outs[1][
       -2000:]
-  a, b = _final(tmp_path / "one"), _final(tmp_path / "two")
+  a = {"train": one.history[-1], "eval": one.eval_metrics}
+  b = _final(tmp_path / "two")
   assert b["train"]["step"] == 3 and b["eval"]["count"] == 450
   assert b["train"]["loss"] == pytest.approx(a["train"]["loss"], rel=1e-5)
   assert b["train"]["grad_norm"] == pytest.approx(a["train"]["grad_norm"],

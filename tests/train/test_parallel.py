@@ -118,9 +118,18 @@ def test_ema_follows_the_recurrence_and_leaves_training_unchanged():
     weights = jax.device_get(a.variables())
     want = jax.tree.map(lambda e, w: 0.9 * np.float64(e) + 0.1 * w, want,
                         weights)
-  for x, y in zip(jax.tree.leaves(weights),
-                  jax.tree.leaves(jax.device_get(b.variables()))):
-    np.testing.assert_array_equal(x, y)
+  # Unchanged training: the two runs' weights differ by float32 rounding
+  # only (the programs differ by the EMA ops, so XLA may fuse and round
+  # the update differently: 1-ulp differences seen), far below what any EMA
+  # feedback would cause (a fraction of the 3 steps' change, w_3 - w_0).
+  initial = jax.tree.leaves(jax.device_get(state.variables()))
+  for x, y, w0 in zip(jax.tree.leaves(weights),
+                      jax.tree.leaves(jax.device_get(b.variables())),
+                      initial):
+    change = np.max(np.abs(x - w0))
+    assert change > 0
+    assert np.max(np.abs(x - y)) <= max(1e-3 * change,
+                                        4 * np.spacing(np.max(np.abs(x))))
   for x, y in zip(jax.tree.leaves(want),
                   jax.tree.leaves(jax.device_get(b.ema))):
     np.testing.assert_allclose(y, x, rtol=1e-5, atol=1e-7)
