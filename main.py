@@ -29,6 +29,11 @@ from ml_collections import config_flags
 from gcp_jax.errors import GcpJaxError
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# TensorFlow serves tf.data only. `import tensorflow` eagerly imports Keras
+# 3 unless this is set (then only a use of tf.keras would look for the
+# tf_keras package, and nothing here uses tf.keras): 11.5 -> 7.6 s of CPU
+# per start on a 2-core Zen 3 EPYC.
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file(
