@@ -16,7 +16,8 @@ without extra outputs) compiles both with `compile_with_default_emitters`.
 import os
 from typing import Any
 
-FAST_COMPILE_FLAGS = ("--xla_cpu_use_fusion_emitters=false",)
+FUSION_EMITTERS = "xla_cpu_use_fusion_emitters"
+FAST_COMPILE_FLAGS = (f"--{FUSION_EMITTERS}=false",)
 
 
 def xla_flags(devices: int | None, user_flags: str = "") -> str:
@@ -42,4 +43,4 @@ def compile_with_default_emitters(jitted: Any, *args: Any) -> Any:
   option is merged with those `jitted` was built with. Returns the
   `jax.stages.Compiled` program. (This module imports no JAX: conftest
   imports it before setting the JAX environment variables.)"""
-  return jitted.lower(*args).compile({"xla_cpu_use_fusion_emitters": True})
+  return jitted.lower(*args).compile({FUSION_EMITTERS: True})

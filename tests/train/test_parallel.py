@@ -106,13 +106,14 @@ def test_ema_follows_the_recurrence_and_leaves_training_unchanged():
   ema_k = 0.9 ema_(k-1) + 0.1 w_k from ema_0 = w_0 (numpy)."""
   model, tx, schedule, state, batch = _setup("resnet_tiny_isqrt")
   mesh = _mesh(2)
+  with_ema = TrainState.create(state.params, state.batch_stats, tx, 0,
+                               ema=True)
   a = parallel.replicate(mesh, state)
-  b = parallel.replicate(mesh, TrainState.create(
-      state.params, state.batch_stats, tx, 0, ema=True))
+  b = parallel.replicate(mesh, with_ema)
   # The same weights, but an average that starts at 2 w_0 + 1: if the
   # average fed back into training, this run's weights would move apart.
-  c = parallel.replicate(mesh, b.replace(
-      ema=jax.tree.map(lambda e: 2 * e + 1, b.ema)))
+  c = parallel.replicate(mesh, with_ema.replace(
+      ema=jax.tree.map(lambda e: 2 * e + 1, with_ema.ema)))
   global_batch = parallel.host_batch_to_global(mesh, batch)
   # The plain and the averaging step are two programs; XLA compiles both
   # alike only with its default fusion emitters (see tests/xla_flags.py).
@@ -121,7 +122,8 @@ def test_ema_follows_the_recurrence_and_leaves_training_unchanged():
   averaged = compile_with_default_emitters(
       make_train_step(model, tx, schedule, mesh, ema_decay=0.9), b,
       global_batch)
-  want = jax.device_get(state.variables())
+  initial = jax.device_get(state.variables())
+  want = initial
   for _ in range(3):
     a, _ = plain(a, global_batch)
     b, _ = averaged(b, global_batch)
@@ -129,8 +131,7 @@ def test_ema_follows_the_recurrence_and_leaves_training_unchanged():
     weights = jax.device_get(a.variables())
     want = jax.tree.map(lambda e, w: 0.9 * np.float64(e) + 0.1 * w, want,
                         weights)
-  for x, w0 in zip(jax.tree.leaves(weights),
-                   jax.tree.leaves(jax.device_get(state.variables()))):
+  for x, w0 in zip(jax.tree.leaves(weights), jax.tree.leaves(initial)):
     assert np.max(np.abs(x - w0)) > 0  # every leaf trained
   for run in (b, c):
     for x, y in zip(jax.tree.leaves(weights),
