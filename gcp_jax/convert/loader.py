@@ -229,43 +229,40 @@ def _convert(named: naming.Named, eps: dict[str, float]):
   return converted, unmapped, bad_rank, shifted
 
 
-def load_pretrained(path: str | os.PathLike, template: Any, *,
-                    ignore: Sequence[str] = (),
+@dataclasses.dataclass(frozen=True)
+class CheckpointFile:
+  """A checkpoint file read and named canonically, not yet fitted to a
+  model: what `read_checkpoint` returns and `fit_checkpoint` takes.
+
+  Attributes:
+    path: the file.
+    format: 'pytorch' or 'mindspore'.
+    named: [(canonical name, name in the file, numpy array)].
+    skipped: file entries deliberately not imported.
+    eps: {canonical BatchNorm module: the epsilon the file was trained with}.
+    drop_background_class: whether a MindSpore 1001-way classifier lost
+      output 0 when read.
+  """
+  path: str
+  format: str
+  named: naming.Named
+  skipped: tuple[str, ...]
+  eps: dict[str, float]
+  drop_background_class: bool
+
+
+def read_checkpoint(path: str | os.PathLike, *,
                     drop_background_class: bool = True,
                     format: str = "auto",  # pylint: disable=redefined-builtin
                     bn_epsilon: float | None = None,
                     rename: Sequence[tuple[str, str]] = ()
-                    ) -> tuple[Any, ImportReport]:
-  """Loads a reference checkpoint into the structure of `template`.
-
-  Args:
-    path: PyTorch (`.pth`, `.pth.tar`: fast-MPN-COV, GCP_Optimization,
-      DropCov, or `export.save_pytorch_checkpoint`) or MindSpore `.ckpt`.
-    template: the model's variables {'params': ..., 'batch_stats': ...},
-      concrete (`model.init(...)`) or abstract (`jax.eval_shape`).
-    ignore: regexes for problems to accept; each is matched in full against
-      a gcp-jax path or file name, or any tail of one after '/' or '.'
-      (`'head/fc/.*'` or `'fc/.*'`: leave the classifier to a fresh init).
-    drop_background_class: MindSpore files only: drop output 0 of the
-      1001-way classifier (keeping classes 1..1000 in order); False keeps
-      all 1001 outputs.
-    format: 'auto' (from the first bytes), 'pytorch' or 'mindspore'.
-    bn_epsilon: BatchNorm epsilon the file was trained with; None = the
-      format's default (PyTorch 1e-5; MindSpore model zoo: 1e-4, except 1e-5
-      for the stem and shortcut BNs of ResNet-18/34).
-    rename: (regex, replacement) pairs applied with `re.sub` to the names
-      in the file before anything else, for spellings not handled here.
-
-  Returns:
-    (variables, report): variables has exactly the template's tree
-    structure; loaded leaves are numpy arrays of the template leaf's dtype
-    and shape; leaves listed in `report.not_loaded` are the template's own.
+                    ) -> CheckpointFile:
+  """The first half of `load_pretrained` (same arguments): reads and names
+  the file's arrays without a model, so that an unreadable file is reported
+  before anything costly (e.g. the data pipeline) is built.
 
   Raises:
-    CheckpointFormatError: unreadable file (unknown format, truncated).
-    MissingDependencyError: a PyTorch file without torch installed.
-    WeightMappingError: un-ignored missing / unexpected / mismatched arrays,
-      e.g. a ResNet-18 file for a ResNet-50 model.
+    CheckpointFormatError, MissingDependencyError: as `load_pretrained`.
   """
   path = os.fspath(path)
   if format not in FORMATS:
@@ -277,6 +274,18 @@ def load_pretrained(path: str | os.PathLike, template: Any, *,
     fmt = format
   named, skipped, eps = _read(path, fmt, rename, drop_background_class,
                               bn_epsilon)
+  return CheckpointFile(path, fmt, named, tuple(skipped), eps,
+                        drop_background_class)
+
+
+def fit_checkpoint(checkpoint: CheckpointFile, template: Any, *,
+                   ignore: Sequence[str] = ()) -> tuple[Any, ImportReport]:
+  """The second half of `load_pretrained`: converts the arrays of a read
+  file to the template's paths and layouts and checks them (see there for
+  `template`, `ignore`, the result and `WeightMappingError`)."""
+  path, fmt, eps = checkpoint.path, checkpoint.format, checkpoint.eps
+  drop_background_class = checkpoint.drop_background_class
+  named, skipped = checkpoint.named, checkpoint.skipped
   converted, unmapped, bad_rank, shifted = _convert(named, eps)
 
   flat, treedef = jax.tree_util.tree_flatten_with_path(template)
@@ -325,6 +334,52 @@ def load_pretrained(path: str | os.PathLike, template: Any, *,
       skipped=tuple(skipped),
       notes=_notes(fmt, file_arch, shifted, eps, drop_background_class))
   return jax.tree_util.tree_unflatten(treedef, leaves), report
+
+
+
+
+def load_pretrained(path: str | os.PathLike, template: Any, *,
+                    ignore: Sequence[str] = (),
+                    drop_background_class: bool = True,
+                    format: str = "auto",  # pylint: disable=redefined-builtin
+                    bn_epsilon: float | None = None,
+                    rename: Sequence[tuple[str, str]] = ()
+                    ) -> tuple[Any, ImportReport]:
+  """Loads a reference checkpoint into the structure of `template`.
+
+  Args:
+    path: PyTorch (`.pth`, `.pth.tar`: fast-MPN-COV, GCP_Optimization,
+      DropCov, or `export.save_pytorch_checkpoint`) or MindSpore `.ckpt`.
+    template: the model's variables {'params': ..., 'batch_stats': ...},
+      concrete (`model.init(...)`) or abstract (`jax.eval_shape`).
+    ignore: regexes for problems to accept; each is matched in full against
+      a gcp-jax path or file name, or any tail of one after '/' or '.'
+      (`'head/fc/.*'` or `'fc/.*'`: leave the classifier to a fresh init).
+    drop_background_class: MindSpore files only: drop output 0 of the
+      1001-way classifier (keeping classes 1..1000 in order); False keeps
+      all 1001 outputs.
+    format: 'auto' (from the first bytes), 'pytorch' or 'mindspore'.
+    bn_epsilon: BatchNorm epsilon the file was trained with; None = the
+      format's default (PyTorch 1e-5; MindSpore model zoo: 1e-4, except 1e-5
+      for the stem and shortcut BNs of ResNet-18/34).
+    rename: (regex, replacement) pairs applied with `re.sub` to the names
+      in the file before anything else, for spellings not handled here.
+
+  Returns:
+    (variables, report): variables has exactly the template's tree
+    structure; loaded leaves are numpy arrays of the template leaf's dtype
+    and shape; leaves listed in `report.not_loaded` are the template's own.
+
+  Raises:
+    CheckpointFormatError: unreadable file (unknown format, truncated).
+    MissingDependencyError: a PyTorch file without torch installed.
+    WeightMappingError: un-ignored missing / unexpected / mismatched arrays,
+      e.g. a ResNet-18 file for a ResNet-50 model.
+  """
+  checkpoint = read_checkpoint(
+      path, drop_background_class=drop_background_class, format=format,
+      bn_epsilon=bn_epsilon, rename=rename)
+  return fit_checkpoint(checkpoint, template, ignore=ignore)
 
 
 def _unexpected_text(source: str, path: str | None) -> str:

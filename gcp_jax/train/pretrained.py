@@ -10,9 +10,15 @@ precedence and `init_from` is not read again. Evaluation
 (`--mode=eval`) with `init_from` evaluates the file's weights as they are:
 it never initialises a weight, so every array must come from the file.
 
+The file is read (`read_init_from`) before the model and the data exist,
+so an unreadable or missing file is reported first; fitting it to the model
+comes after.
+
 Synopsis:
-  variables, report = pretrained_variables(config, model, image_size)
-  variables = eval_variables(config, model, image_size)
+  checkpoint = read_init_from(config)
+  variables, report = pretrained_variables(checkpoint, config, model,
+                                           image_size)
+  variables = eval_variables(checkpoint, config, model, image_size)
 """
 
 import jax
@@ -21,21 +27,33 @@ import ml_collections
 from absl import logging
 from flax import linen as nn
 
-from gcp_jax.convert import ImportReport, WeightMappingError, load_pretrained
+from gcp_jax.convert import (CheckpointFile, ImportReport, WeightMappingError,
+                             fit_checkpoint, read_checkpoint)
 
 PyTree = dict
 
 
-def _import(config: ml_collections.ConfigDict, template: PyTree
-            ) -> tuple[PyTree, ImportReport]:
-  variables, report = load_pretrained(
-      config.init_from, template, ignore=tuple(config.init_from_ignore),
-      drop_background_class=config.init_from_drop_background)
+def read_init_from(config: ml_collections.ConfigDict) -> CheckpointFile:
+  """The arrays of `config.init_from`, read and named, not yet fitted.
+
+  Raises:
+    gcp_jax.convert errors: missing, empty or unreadable file, or torch not
+      installed for a PyTorch file.
+  """
+  return read_checkpoint(
+      config.init_from, drop_background_class=config.init_from_drop_background)
+
+
+def _import(checkpoint: CheckpointFile, config: ml_collections.ConfigDict,
+            template: PyTree) -> tuple[PyTree, ImportReport]:
+  variables, report = fit_checkpoint(checkpoint, template,
+                                     ignore=tuple(config.init_from_ignore))
   logging.warning("%s", report.summary())
   return variables, report
 
 
-def pretrained_variables(config: ml_collections.ConfigDict, model: nn.Module,
+def pretrained_variables(checkpoint: CheckpointFile,
+                         config: ml_collections.ConfigDict, model: nn.Module,
                          image_size: int) -> tuple[PyTree, ImportReport]:
   """The variables to train from: the file's arrays over a fresh
   initialisation (seed `config.seed`) of the ignored ones.
@@ -44,27 +62,28 @@ def pretrained_variables(config: ml_collections.ConfigDict, model: nn.Module,
     ({'params', 'batch_stats'} as numpy / jax arrays, the import report).
 
   Raises:
-    gcp_jax.convert errors: unreadable file, or arrays that do not fit the
-      model and are not ignored (the message lists them and the fix).
+    WeightMappingError: arrays that do not fit the model and are not
+      ignored (the message lists them and the fix).
   """
   x = jnp.zeros((1, image_size, image_size, 3), jnp.float32)
   fresh = jax.jit(model.init, static_argnums=2)(jax.random.key(config.seed),
                                                 x, False)
-  return _import(config, fresh)
+  return _import(checkpoint, config, fresh)
 
 
-def eval_variables(config: ml_collections.ConfigDict, model: nn.Module,
+def eval_variables(checkpoint: CheckpointFile,
+                   config: ml_collections.ConfigDict, model: nn.Module,
                    image_size: int) -> PyTree:
   """The file's variables for evaluation; nothing is initialised (the
   template is abstract), so a missing array is an error, ignored or not."""
   x = jax.ShapeDtypeStruct((1, image_size, image_size, 3), jnp.float32)
   template = jax.eval_shape(
       lambda images: model.init(jax.random.key(0), images, False), x)
-  variables, report = _import(config, template)
+  variables, report = _import(checkpoint, config, template)
   if report.not_loaded:
     shown = ", ".join(report.not_loaded[:10])
     raise WeightMappingError(
-        f"--mode=eval evaluates the weights of {config.init_from} as they "
+        f"--mode=eval evaluates the weights of {checkpoint.path} as they "
         f"are, but {len(report.not_loaded)} arrays of the model are not in "
         f"it ({shown}). Evaluating them at random values would be "
         f"meaningless: fine-tune first (--mode=train with init_from and "

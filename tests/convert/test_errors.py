@@ -11,6 +11,7 @@ from gcp_jax.convert import CheckpointFormatError
 from gcp_jax.convert import MissingDependencyError
 from gcp_jax.convert import WeightMappingError
 from gcp_jax.convert import load_pretrained
+from gcp_jax.convert import read_checkpoint
 from gcp_jax.convert import naming
 from gcp_jax.convert import write_mindspore_checkpoint
 from gcp_jax.errors import GcpJaxError
@@ -131,6 +132,9 @@ def test_truncated_pytorch_file(tref, tmp_path):
   with pytest.raises(CheckpointFormatError,
                      match=f"{path} is truncated or corrupt.*Fix: download"):
     load_pretrained(path, template)
+  with pytest.raises(CheckpointFormatError,   # no model needed to find out
+                     match=f"{path} is truncated or corrupt"):
+    read_checkpoint(path)
 
 
 def test_truncated_mindspore_file(tmp_path):

@@ -8,7 +8,9 @@ import pytest
 
 from gcp_jax import ops
 from gcp_jax.convert import export_state_dict
+from gcp_jax.convert import fit_checkpoint
 from gcp_jax.convert import load_pretrained
+from gcp_jax.convert import read_checkpoint
 from gcp_jax.convert import WeightMappingError
 from gcp_jax.convert import save_pytorch_checkpoint
 from gcp_jax.models import create_model
@@ -54,6 +56,27 @@ def test_logits_match_reference(tref, tmp_path, case):
   assert (jax.tree_util.tree_structure(variables)
           == jax.tree_util.tree_structure(template))
   assert all(isinstance(v, np.ndarray) for v in jax.tree.leaves(variables))
+
+
+def test_a_file_read_once_fits_twice(tref, tmp_path):
+  """read_checkpoint needs no model, and fitting leaves the read arrays as
+  they were: the same read file, fitted to an abstract and then to a
+  concrete template, gives the reference's logits both times."""
+  arch, options, name, size, classes = CASES["tiny_isqrt"]
+  torch_model = tref.randomize(tref.build(arch, classes, **options), 0)
+  path = tmp_path / "tiny.pth.tar"
+  tref.save_data_parallel(torch_model, path)
+  checkpoint = read_checkpoint(path)
+  assert (checkpoint.path, checkpoint.format) == (str(path), "pytorch")
+  model, template = helpers.model_and_template(name, classes, size)
+  concrete = jax.tree.map(lambda t: np.zeros(t.shape, t.dtype), template)
+  images = helpers.random_images(size)
+  expected = tref.logits(torch_model, images)
+  for target in (template, concrete):
+    variables, report = fit_checkpoint(checkpoint, target)
+    assert not report.not_loaded
+    helpers.assert_logits_close(helpers.jax_logits(model, variables, images),
+                                expected)
 
 
 def test_dropcov_eca_kernel_orientation(tref, tmp_path):

@@ -6,7 +6,9 @@ import numpy as np
 import pytest
 
 from configs import finetune_fmpn
-from gcp_jax.convert import WeightMappingError, save_pytorch_checkpoint
+from gcp_jax.convert import (CheckpointFormatError, WeightMappingError,
+                             save_pytorch_checkpoint)
+from gcp_jax.data.config import DataError
 from gcp_jax.data.digits import write_digits_image_folder
 from gcp_jax.models import create_model
 from gcp_jax.train import loop
@@ -66,3 +68,19 @@ def test_eval_refuses_arrays_missing_from_the_file(tmp_path):
                        init_from_ignore=("head/fc/.*",))
   with pytest.raises(WeightMappingError, match="fine-tune first"):
     loop.evaluate(config, str(tmp_path / "run"))
+
+
+@pytest.mark.parametrize("run", [loop.train_and_evaluate, loop.evaluate])
+def test_an_unreadable_file_is_reported_before_the_data_is_read(tmp_path, run):
+  """The init_from file is read before the data: with a text file for
+  weights and a missing image folder, the file's error is the one raised.
+  Control: without init_from the same config raises the folder's error."""
+  bad = tmp_path / "model.pth"
+  bad.write_text("not a checkpoint\n")
+  config = tiny_config(tmp_path / "no_such_folder", init_from=str(bad))
+  config.data.name = "image_folder"
+  with pytest.raises(CheckpointFormatError, match="unknown checkpoint format"):
+    run(config, str(tmp_path / "run"))
+  config.init_from = ""
+  with pytest.raises(DataError, match="no_such_folder does not exist"):
+    loop.train_and_evaluate(config, str(tmp_path / "run"))
