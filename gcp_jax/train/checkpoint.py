@@ -76,6 +76,15 @@ def compare_structures(expected: dict[str, tuple[int, ...]],
         "--workdir.")
 
 
+def has_checkpoint(workdir: str) -> bool:
+  """True if WORKDIR/checkpoints holds a step folder (orbax renames a
+  finished save to its step number). Creates nothing, unlike
+  `Checkpoints`."""
+  ckpt_dir = os.path.join(workdir, "checkpoints")
+  return os.path.isdir(ckpt_dir) and any(
+      name.isdigit() for name in os.listdir(ckpt_dir))
+
+
 def _handlers():
   return {"state": ocp.StandardCheckpointHandler(),
           "meta": ocp.JsonCheckpointHandler()}
@@ -124,7 +133,13 @@ class Checkpoints:
 
   def _restore(self, manager, step: int, abstract_state: PyTree, what: str
                ) -> tuple[PyTree, dict[str, Any]]:
-    found = manager.item_metadata(step)["state"]
+    try:
+      found = manager.item_metadata(step)["state"]
+    except KeyError as e:   # e.g. a step folder emptied or copied in part
+      raise CheckpointMismatchError(
+          f"{manager.directory}/{step} is not a complete checkpoint (no "
+          f"'state' item). Fix: move that folder out of the way to resume "
+          f"from the checkpoint before it, or use a new --workdir.") from e
     compare_structures(_shapes(abstract_state), _shapes(found),
                        f"{what} {manager.directory}/{step}")
     restored = manager.restore(step, args=ocp.args.Composite(

@@ -187,8 +187,7 @@ def _setup(config, workdir):
   """Mesh, data, model, optimiser, state: restored if the workdir has a
   checkpoint, else imported from `config.init_from`, else initialised."""
   mesh = _checked_mesh(config)
-  checkpoints = ckpt_lib.Checkpoints(workdir, config.keep_checkpoints)
-  resume = checkpoints.latest_step() is not None
+  resume = ckpt_lib.has_checkpoint(workdir)
   checkpoint_file = (read_init_from(config)
                      if config.init_from and not resume else None)
   datasets, model = _data_and_model(config)
@@ -198,6 +197,7 @@ def _setup(config, workdir):
   tx = create_optimizer(config.optimizer, schedule)
   init = lambda: _initial_state(config, model, tx,  # noqa: E731
                                 config.data.image_size)
+  checkpoints = ckpt_lib.Checkpoints(workdir, config.keep_checkpoints)
   meta = {"model": config.model, "steps_per_epoch": steps_per_epoch,
           "num_classes": datasets.info.num_classes}
   if checkpoint_file is not None:
@@ -332,9 +332,8 @@ def _summarize_train(window: list[dict[str, Any]], seconds: float
 
 
 def _require_checkpoint(workdir: str) -> None:
-  ckpt_dir = os.path.join(workdir, "checkpoints")
-  if not (os.path.isdir(ckpt_dir)
-          and any(name.isdigit() for name in os.listdir(ckpt_dir))):
+  if not ckpt_lib.has_checkpoint(workdir):
+    ckpt_dir = os.path.join(workdir, "checkpoints")
     raise MissingCheckpointError(
         f"No checkpoint in {ckpt_dir}; train first (--mode=train) or point "
         f"--workdir at a trained run.")

@@ -147,6 +147,16 @@ def test_missing_data_directory(tmp_path):
   config.data.data_dir = str(tmp_path / "nope")
   with pytest.raises(DataError, match="nope"):
     loop.train_and_evaluate(config, str(tmp_path / "run"))
+  assert not list((tmp_path / "run").iterdir())   # nothing written in it
+
+
+def test_an_incomplete_step_folder_is_named(digits_dir, tmp_path):
+  (tmp_path / "checkpoints" / "5").mkdir(parents=True)
+  with pytest.raises(CheckpointMismatchError,
+                     match=r"checkpoints/5 is not a complete checkpoint.*"
+                     r"Fix: move that folder"):
+    loop.train_and_evaluate(tiny_config(digits_dir), str(tmp_path))
+  assert os.listdir(tmp_path / "checkpoints") == ["5"]
 
 
 def test_non_finite_loss_names_the_step(digits_dir, tmp_path):
