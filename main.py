@@ -54,6 +54,12 @@ flags.DEFINE_string("coordinator_address", None,
                     "host:port of process 0 for multi-host runs.")
 flags.DEFINE_integer("num_processes", None, "Number of processes (hosts).")
 flags.DEFINE_integer("process_id", None, "Index of this process.")
+flags.DEFINE_bool("malloc_keep_freed", True, "If JAX can only use the "
+                  "CPU, make glibc keep freed memory for reuse "
+                  "(gcp_jax.allocator): each step then reuses its "
+                  "temporaries instead of page-faulting them in again. A "
+                  "glibc.malloc.* setting in GLIBC_TUNABLES takes "
+                  "precedence.")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -63,6 +69,21 @@ def _init_distributed() -> None:
   import jax
   jax.distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes,
                              FLAGS.process_id)
+
+
+def _keep_freed_memory() -> None:
+  """gcp_jax.allocator's settings, on a CPU-only JAX, unless the user set
+  glibc's malloc tunables."""
+  from gcp_jax import allocator
+  if not allocator.cpu_only_jax():
+    return
+  if allocator.user_malloc_tunables():
+    logging.info("GLIBC_TUNABLES sets malloc; gcp_jax.allocator not used.")
+  elif allocator.keep_freed_memory():
+    logging.info("glibc keeps freed memory (gcp_jax.allocator).")
+  else:
+    logging.warning("glibc's malloc settings left alone: not glibc, or "
+                    "other threads already run (gcp_jax.allocator).")
 
 
 def _write_json(path: str, payload: dict) -> None:
@@ -76,6 +97,8 @@ def main(argv: list[str]) -> None:
     raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
   if not FLAGS["verbosity"].present:   # progress lines, not library chatter
     logging.set_verbosity(logging.WARNING)
+  if FLAGS.malloc_keep_freed:   # before anything starts a thread
+    _keep_freed_memory()
   _init_distributed()
   import jax  # after flag parsing, so --help stays fast
   config, workdir = FLAGS.config, FLAGS.workdir

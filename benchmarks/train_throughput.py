@@ -78,6 +78,12 @@ How it is timed
   timed per full epoch or pass, from creating the iterator to exhausting
   it.
 
+  Allocator. `main.py` makes glibc keep freed memory on a CPU-only JAX
+  (`gcp_jax.allocator`); this script leaves the allocator alone, so both
+  frameworks run with glibc's defaults unless launched with
+  `GLIBC_TUNABLES=glibc.malloc.arena_max=1:glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=68719476736`,
+  the same settings, which then apply to both (RESULTS.md, "Allocator").
+
   The machine may be shared. For every timed part the script reports the
   CPU time other processes (and, as steal time, other VMs) used meanwhile,
   in cores: (busy jiffies of all CPUs in /proc/stat) - (this process's user

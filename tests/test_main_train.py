@@ -106,6 +106,18 @@ def test_user_error_is_one_line_and_keeps_checkpoints(cache, uninterrupted):
   assert sorted(os.listdir(workdir / "checkpoints")) == ["21", "42"]
 
 
+def test_main_makes_glibc_keep_freed_memory(cache, tmp_path):
+  """main.py applies gcp_jax.allocator before any thread starts (too late,
+  it would log a warning instead); a quick run that stops at a config
+  error is enough to see it."""
+  proc = _run(cache, tmp_path, "--config.data.global_batch_size=30",
+              "--verbosity=0")
+  assert "glibc keeps freed memory (gcp_jax.allocator)" in proc.stderr
+  proc = _run(cache, tmp_path, "--config.data.global_batch_size=30",
+              "--verbosity=0", "--nomalloc_keep_freed")
+  assert proc.returncode == 2 and "gcp_jax.allocator" not in proc.stderr
+
+
 def test_export_then_evaluate_the_file_reproduces_the_metric(
     cache, uninterrupted, tmp_path):
   """--mode=export writes a PyTorch state_dict; --mode=eval --init_from of
