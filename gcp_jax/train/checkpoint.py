@@ -16,6 +16,7 @@ Synopsis:
   ckpt.save(step, state, meta, eval_top1=None)
   if ckpt.latest_step() is not None:
     state, meta = ckpt.restore_latest(abstract_state)
+    meta = ckpt.latest_meta()            # the metadata alone, no arrays
   ckpt.close()
 """
 
@@ -153,6 +154,13 @@ class Checkpoints:
     `jax.ShapeDtypeStruct` with shardings)."""
     return self._restore(self._latest, self._latest.latest_step(),
                          abstract_state, "Checkpoint")
+
+  def latest_meta(self) -> dict[str, Any]:
+    """The JSON metadata of the latest checkpoint (no arrays are read)."""
+    step = self._latest.latest_step()
+    restored = self._latest.restore(step, args=ocp.args.Composite(
+        meta=ocp.args.JsonRestore()))
+    return dict(restored["meta"])
 
   def restore_best(self, abstract_state: PyTree
                    ) -> tuple[PyTree, dict[str, Any]] | None:

@@ -370,11 +370,33 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str
 def load_checkpoint(config: ml_collections.ConfigDict, workdir: str
                     ) -> tuple[Any, TrainState]:
   """The model and the state of the latest checkpoint in `workdir`
-  (replicated on the mesh), for analysing a trained run: nothing is trained
-  or initialised, and a workdir without a checkpoint is an error."""
+  (replicated on the mesh), for analysing or exporting a trained run:
+  nothing is trained or initialised, and a workdir without a checkpoint is
+  an error. The data is not read: the number of classes and the steps per
+  epoch come from the checkpoint's metadata."""
   _require_checkpoint(workdir)
-  _, _, model, _, _, state, checkpoints, _ = _setup(config, workdir)
-  checkpoints.close()
+  mesh = _checked_mesh(config)
+  checkpoints = ckpt_lib.Checkpoints(workdir, config.keep_checkpoints)
+  try:
+    meta = checkpoints.latest_meta()
+    num_classes = config.num_classes or meta.get("num_classes")
+    if not num_classes or num_classes != meta.get("num_classes", num_classes):
+      raise parallel.ConfigError(
+          f"config.num_classes={config.num_classes} but the checkpoint in "
+          f"{workdir} has {meta.get('num_classes', 'no recorded number of')} "
+          f"classes; set config.num_classes to the number it was trained "
+          f"with.")
+    model = build_model(config, num_classes)
+    # Only the optimiser state's structure matters here, not its schedule.
+    tx = create_optimizer(config.optimizer, create_lr_schedule(
+        config.schedule, config.learning_rate,
+        meta.get("steps_per_epoch", 1), config.num_epochs))
+    abstract = jax.eval_shape(
+        lambda: _initial_state(config, model, tx, config.data.image_size))
+    state, _ = checkpoints.restore_latest(
+        parallel.abstract_replicated(mesh, abstract))
+  finally:
+    checkpoints.close()
   return model, state
 
 

@@ -66,6 +66,27 @@ def test_eval_mode_reproduces_final_metrics_without_reinitialising(trained):
     assert metrics[key] == pytest.approx(result.eval_metrics[key], abs=1e-6)
 
 
+def test_load_checkpoint_needs_no_data(trained, tmp_path):
+  """The latest checkpoint (step 42) is restored with the data folder gone:
+  classes and steps per epoch come from the checkpoint; the arrays are the
+  trained state's. A config with another class count is refused."""
+  config, workdir, result = trained
+  config = tiny_config(tmp_path / "no_such_folder")
+  config.data.name = "image_folder"
+  model, state = loop.load_checkpoint(config, workdir)
+  assert int(jax.device_get(state.step)) == 42
+  jax.tree.map(np.testing.assert_array_equal,
+               jax.device_get(state.variables()),
+               jax.device_get(result.state.variables()))
+  logits = model.apply(jax.device_get(state.variables()),
+                       np.zeros((1, 16, 16, 3), np.float32), False)
+  assert logits.shape == (1, 10)
+  config.num_classes = 7
+  with pytest.raises(ConfigError, match="config.num_classes=7 but the "
+                     "checkpoint in .* has 10 classes"):
+    loop.load_checkpoint(config, workdir)
+
+
 def test_resume_continues_from_saved_step(trained, digits_dir,
                                           tmp_path_factory):
   """Train 1 epoch, then ask for 2: the second run starts at step 21 and ends
