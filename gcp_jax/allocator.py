@@ -37,7 +37,6 @@ Synopsis:
 """
 
 import ctypes
-import ctypes.util
 import importlib.metadata
 import importlib.util
 import os
@@ -93,7 +92,7 @@ def keep_freed_memory() -> bool:
   """
   if platform.libc_ver()[0] != "glibc" or not _single_threaded():
     return False
-  libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+  libc = ctypes.CDLL(None)   # the process's own symbols: glibc's mallopt
   for param, value in ((M_ARENA_MAX, 1), (M_MMAP_MAX, 0),
                        (M_TRIM_THRESHOLD, NEVER)):
     if libc.mallopt(param, value) != 1:

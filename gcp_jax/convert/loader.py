@@ -336,8 +336,6 @@ def fit_checkpoint(checkpoint: CheckpointFile, template: Any, *,
   return jax.tree_util.tree_unflatten(treedef, leaves), report
 
 
-
-
 def load_pretrained(path: str | os.PathLike, template: Any, *,
                     ignore: Sequence[str] = (),
                     drop_background_class: bool = True,

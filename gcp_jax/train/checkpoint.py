@@ -15,8 +15,8 @@ Synopsis:
   ckpt = Checkpoints(workdir, keep=3)
   ckpt.save(step, state, meta, eval_top1=None)
   if ckpt.latest_step() is not None:
-    state, meta = ckpt.restore_latest(abstract_state)
     meta = ckpt.latest_meta()            # the metadata alone, no arrays
+    state, meta = ckpt.restore_latest(abstract_state)
   ckpt.close()
 """
 

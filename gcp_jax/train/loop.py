@@ -82,6 +82,13 @@ def _initial_state(config, model, tx, image_size: int) -> TrainState:
                            ema=config.ema_decay > 0)
 
 
+def _abstract_state(config, model, tx, mesh) -> TrainState:
+  """The replicated state's shapes, dtypes and shardings, to restore into
+  (nothing is computed or initialised)."""
+  return parallel.abstract_replicated(mesh, jax.eval_shape(
+      lambda: _initial_state(config, model, tx, config.data.image_size)))
+
+
 def _total_steps(config, steps_per_epoch: int) -> int:
   if config.num_train_steps > 0:
     return config.num_train_steps
@@ -195,8 +202,6 @@ def _setup(config, workdir):
   schedule = create_lr_schedule(config.schedule, config.learning_rate,
                                 steps_per_epoch, config.num_epochs)
   tx = create_optimizer(config.optimizer, schedule)
-  init = lambda: _initial_state(config, model, tx,  # noqa: E731
-                                config.data.image_size)
   checkpoints = ckpt_lib.Checkpoints(workdir, config.keep_checkpoints)
   meta = {"model": config.model, "steps_per_epoch": steps_per_epoch,
           "num_classes": datasets.info.num_classes}
@@ -207,10 +212,11 @@ def _setup(config, workdir):
         variables["params"], variables.get("batch_stats", {}), tx,
         config.seed, ema=config.ema_decay > 0))
   elif not resume:
-    state = parallel.replicate(mesh, init())
+    state = parallel.replicate(mesh, _initial_state(config, model, tx,
+                                                    config.data.image_size))
   else:   # restore into the state's shapes; never initialise the weights
     state, saved = checkpoints.restore_latest(
-        parallel.abstract_replicated(mesh, jax.eval_shape(init)))
+        _abstract_state(config, model, tx, mesh))
     if saved.get("steps_per_epoch") != steps_per_epoch:
       raise parallel.ConfigError(
           f"The checkpoint in {workdir} was trained with "
@@ -391,10 +397,8 @@ def load_checkpoint(config: ml_collections.ConfigDict, workdir: str
     tx = create_optimizer(config.optimizer, create_lr_schedule(
         config.schedule, config.learning_rate,
         meta.get("steps_per_epoch", 1), config.num_epochs))
-    abstract = jax.eval_shape(
-        lambda: _initial_state(config, model, tx, config.data.image_size))
     state, _ = checkpoints.restore_latest(
-        parallel.abstract_replicated(mesh, abstract))
+        _abstract_state(config, model, tx, mesh))
   finally:
     checkpoints.close()
   return model, state

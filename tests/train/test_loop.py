@@ -70,7 +70,7 @@ def test_load_checkpoint_needs_no_data(trained, tmp_path):
   """The latest checkpoint (step 42) is restored with the data folder gone:
   classes and steps per epoch come from the checkpoint; the arrays are the
   trained state's. A config with another class count is refused."""
-  config, workdir, result = trained
+  _, workdir, result = trained
   config = tiny_config(tmp_path / "no_such_folder")
   config.data.name = "image_folder"
   model, state = loop.load_checkpoint(config, workdir)
