@@ -20,6 +20,8 @@ import jax.numpy as jnp
 from flax import linen as nn
 from jax import lax
 
+from gcp_jax.ops import batch_norm as batch_norm_ops
+
 Dtype = Any
 Precision = lax.Precision | None
 
@@ -94,13 +96,56 @@ def conv(features: int, kernel: int, stride: int = 1, *, dtype: Dtype,
                  param_dtype=jnp.float32, precision=precision, name=name)
 
 
+class BatchNorm(nn.Module):
+  """BatchNorm over the last axis with PyTorch's momentum and epsilon.
+
+  The same variables as `flax.linen.BatchNorm` (params `scale`, `bias`;
+  batch_stats `mean`, `var`, biased variance, running update
+  r <- momentum r + (1 - momentum) statistic, skipped at `init`), so
+  checkpoints and weight import are unaffected, but normalising as
+  `gcp_jax.ops.batch_norm.normalize` does (x a + b, whose backward pass keeps
+  no centred copy of x; see that module for why and the measurement).
+
+  Shapes: x `(..., C)` -> `(..., C)` in `dtype`; statistics and the
+  normalisation are float32. In training (`use_running_average=False`) the
+  moments are averaged over `axis_name` (synchronised BatchNorm) when set.
+  """
+  use_running_average: bool
+  axis_name: str | None = None
+  momentum: float = 0.9
+  epsilon: float = 1e-5
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    channels = x.shape[-1]
+    scale = self.param("scale", nn.initializers.ones, (channels,),
+                       jnp.float32)
+    bias = self.param("bias", nn.initializers.zeros, (channels,),
+                      jnp.float32)
+    running_mean = self.variable("batch_stats", "mean", jnp.zeros,
+                                 (channels,), jnp.float32)
+    running_var = self.variable("batch_stats", "var", jnp.ones,
+                                (channels,), jnp.float32)
+    if self.use_running_average:
+      mean, var = running_mean.value, running_var.value
+    else:
+      mean, var = batch_norm_ops.batch_moments(x, self.axis_name)
+      if not self.is_initializing():
+        m = self.momentum
+        running_mean.value = m * running_mean.value + (1 - m) * mean
+        running_var.value = m * running_var.value + (1 - m) * var
+    y = batch_norm_ops.normalize(x, mean, var, scale, bias, self.epsilon)
+    return y.astype(self.dtype)
+
+
 def batch_norm(train: bool, axis_name: str | None, *, dtype: Dtype,
-               name: str) -> nn.BatchNorm:
+               name: str) -> BatchNorm:
   """BatchNorm with PyTorch momentum/eps; statistics synchronised over
   `axis_name` when it is set (and bound by a mapped axis)."""
-  return nn.BatchNorm(use_running_average=not train, momentum=0.9,
-                      epsilon=1e-5, axis_name=axis_name if train else None,
-                      dtype=dtype, param_dtype=jnp.float32, name=name)
+  return BatchNorm(use_running_average=not train,
+                   axis_name=axis_name if train else None, dtype=dtype,
+                   name=name)
 
 
 def dense(features: int, fan_in: int, *, name: str,

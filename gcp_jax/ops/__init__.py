@@ -12,11 +12,14 @@
   soft_target_cross_entropy
   channel_attention, adaptive_drop_rate, channel_dropout,
   structured_dropout              DropCov pieces                dropcov.py
+  batch_moments, normalize        training-mode BatchNorm      batch_norm.py
+  (as `gcp_jax.ops.batch_norm`)
 
 All ops compute in float32 (float64 stays float64) with matmuls at
 `Precision.HIGHEST`; see `linalg.py`.
 """
 
+from gcp_jax.ops import batch_norm
 from gcp_jax.ops.covariance import bilinear, covariance, cross_covariance
 from gcp_jax.ops.dropcov import (adaptive_drop_rate, channel_attention,
                                  channel_dropout, structured_dropout)
@@ -30,7 +33,8 @@ from gcp_jax.ops.singular_value_power import svpn
 from gcp_jax.ops.vectorize import flatten, triu_vec
 
 __all__ = [
-    "REPRESENTATIONS", "Representation", "adaptive_drop_rate", "bilinear",
+    "REPRESENTATIONS", "Representation", "adaptive_drop_rate", "batch_norm",
+    "bilinear",
     "channel_attention", "channel_dropout", "covariance", "cross_covariance",
     "cross_entropy",
     "epn",
