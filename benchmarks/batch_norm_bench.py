@@ -31,18 +31,17 @@ that round to the other side of 0).
 import argparse
 import os
 import sys
-import time
 from collections.abc import Sequence
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(
     __file__))))
 
 import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
 from flax import linen as nn  # noqa: E402
 from jax.sharding import NamedSharding, PartitionSpec as P  # noqa: E402
 
-from benchmarks.bench_output import (interleaved_median_ms, log,  # noqa: E402
+from benchmarks.bench_output import (interleaved_median_ms,  # noqa: E402
+                                     jax_run_header, log, max_rel_diff,
                                      table)
 from gcp_jax import xla_options  # noqa: E402
 from gcp_jax.models import layers  # noqa: E402
@@ -83,9 +82,6 @@ def _compiled(module: nn.Module, relu: bool, mesh: jax.sharding.Mesh):
       out_specs=(P(AXIS), P(), P(), P(AXIS))))
 
 
-def _rel_err(a: jax.Array, b: jax.Array) -> float:
-  return float(jnp.max(jnp.abs(a - b)) / jnp.max(jnp.abs(b)))
-
 
 def bench_shape(size: int, channels: int, relu: bool, mesh, repeats: int
                 ) -> list[float]:
@@ -101,8 +97,8 @@ def bench_shape(size: int, channels: int, relu: bool, mesh, repeats: int
   variables = VARIANTS[0][1]().init(jax.random.key(1), x[:1])
   fns = [_compiled(make(), relu, mesh) for _, make in VARIANTS]
   flax_out, ours_out = (fn(variables, x, cot) for fn in fns)
-  err = max(_rel_err(ours_out[0], flax_out[0]),
-            *(_rel_err(a, b) for a, b in zip(
+  err = max(max_rel_diff(ours_out[0], flax_out[0]),
+            *(max_rel_diff(a, b) for a, b in zip(
                 jax.tree.leaves(ours_out[1:3]),
                 jax.tree.leaves(flax_out[1:3]))))
   if err > 1e-3:
@@ -121,10 +117,7 @@ def main(argv: Sequence[str] | None = None) -> None:
   parser.add_argument("--repeats", type=int, default=7)
   parser.add_argument("--markdown", action="store_true")
   args = parser.parse_args(argv)
-  print(f"jax {jax.__version__}, backend {jax.default_backend()}, "
-        f"{os.cpu_count()} CPUs, XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}"
-        f"; {time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime())}; load "
-        f"average at start {os.getloadavg()[0]:.2f}.\n")
+  print(jax_run_header() + "\n")
   mesh = jax.make_mesh((1,), (AXIS,), devices=jax.devices()[:1])
   rows, totals = [], [0.0, 0.0]
   for size, channels, relu, count in SHAPES:

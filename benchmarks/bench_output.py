@@ -1,10 +1,31 @@
 """Helpers shared by the hand-run benchmarks: median wall times, progress
-to stderr and plain or markdown tables."""
+to stderr, plain or markdown tables, the run header and the agreement check
+between variants."""
 
+import os
 import statistics
 import sys
 import time
 from collections.abc import Callable, Sequence
+
+import numpy as np
+
+
+def jax_run_header() -> str:
+  """One line naming the JAX build, backend, CPUs, `XLA_FLAGS`, the UTC
+  time and the load average at start, for the top of a benchmark's output."""
+  import jax  # the callers have imported it already
+  return (f"jax {jax.__version__}, backend {jax.default_backend()}, "
+          f"{os.cpu_count()} CPUs, "
+          f"XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}; "
+          f"{time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime())}; load "
+          f"average at start {os.getloadavg()[0]:.2f}.")
+
+
+def max_rel_diff(a, b) -> float:
+  """max |a - b| / max |b| over all elements (arrays of any backend)."""
+  a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+  return float(np.max(np.abs(a - b)) / np.max(np.abs(b)))
 
 
 def log(msg: str) -> None:

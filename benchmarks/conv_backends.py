@@ -26,17 +26,16 @@ size (relative max error <= 1e-4).
 import argparse
 import os
 import sys
-import time
 from collections.abc import Callable, Sequence
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(
     __file__))))
 
 import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
 from flax import linen as nn  # noqa: E402
 
-from benchmarks.bench_output import log, median_ms, table  # noqa: E402
+from benchmarks.bench_output import (jax_run_header, log,  # noqa: E402
+                                     max_rel_diff, median_ms, table)
 from gcp_jax import xla_options  # noqa: E402
 from gcp_jax.models import layers  # noqa: E402
 
@@ -70,10 +69,6 @@ def _variants(kernel: int, features: int, stride: int
   return out
 
 
-def _rel_err(a: jax.Array, b: jax.Array) -> float:
-  return float(jnp.max(jnp.abs(a - b)) / jnp.max(jnp.abs(b)))
-
-
 def bench_shape(kernel: int, size: int, c_in: int, c_out: int, stride: int,
                 repeats: int) -> list[list[str]]:
   keys = jax.random.split(jax.random.key(0), 3)
@@ -93,8 +88,8 @@ def bench_shape(kernel: int, size: int, c_in: int, c_out: int, stride: int,
     result = fn(params, x)
     if reference is None:
       reference = result
-    err = max(_rel_err(a, b) for a, b in zip(jax.tree.leaves(result),
-                                             jax.tree.leaves(reference)))
+    err = max(max_rel_diff(a, b) for a, b in zip(
+        jax.tree.leaves(result), jax.tree.leaves(reference)))
     if err > 1e-4:
       raise SystemExit(f"{name} disagrees with {rows[0][1]} on "
                        f"{kernel}x{kernel} {size}px {c_in}->{c_out}: {err}")
@@ -112,10 +107,7 @@ def main(argv: Sequence[str] | None = None) -> None:
   parser.add_argument("--repeats", type=int, default=5)
   parser.add_argument("--markdown", action="store_true")
   args = parser.parse_args(argv)
-  print(f"jax {jax.__version__}, backend {jax.default_backend()}, "
-        f"{os.cpu_count()} CPUs, XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}"
-        f"; {time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime())}; load "
-        f"average at start {os.getloadavg()[0]:.2f}.\n")
+  print(jax_run_header() + "\n")
   rows = []
   for shape in SHAPES:
     rows += bench_shape(*shape, args.repeats)
