@@ -3,6 +3,9 @@
   covariance, bilinear,           features -> (B, C, C)       covariance.py
   cross_covariance
   isqrt, newton_schulz            iSQRT-COV square root        newton_schulz.py
+  newton_schulz_eigh,             the same Y_N through eigh    spectral_newton_schulz.py
+  newton_schulz_gram
+  pooled_isqrt                    features -> isqrt, one call  isqrt_pooling.py
   matrix_power_eig                exact power via eigh         eig_power.py
   epn, signed_power               element-wise power norm      elementwise_power.py
   svpn                            singular-value power norm    singular_value_power.py
@@ -25,11 +28,14 @@ from gcp_jax.ops.dropcov import (adaptive_drop_rate, channel_attention,
                                  channel_dropout, structured_dropout)
 from gcp_jax.ops.eig_power import matrix_power_eig
 from gcp_jax.ops.elementwise_power import epn, signed_power
+from gcp_jax.ops.isqrt_pooling import pooled_isqrt
 from gcp_jax.ops.losses import cross_entropy, soft_target_cross_entropy
 from gcp_jax.ops.newton_schulz import isqrt, newton_schulz
 from gcp_jax.ops.representations import (REPRESENTATIONS, Representation,
                                          get_representation)
 from gcp_jax.ops.singular_value_power import svpn
+from gcp_jax.ops.spectral_newton_schulz import (newton_schulz_eigh,
+                                                newton_schulz_gram)
 from gcp_jax.ops.vectorize import flatten, triu_vec
 
 __all__ = [
@@ -39,7 +45,8 @@ __all__ = [
     "cross_entropy",
     "epn",
     "flatten", "get_representation", "isqrt", "matrix_power_eig",
-    "newton_schulz", "signed_power", "soft_target_cross_entropy",
+    "newton_schulz", "newton_schulz_eigh", "newton_schulz_gram",
+    "pooled_isqrt", "signed_power", "soft_target_cross_entropy",
     "structured_dropout", "svpn",
     "triu_vec",
 ]

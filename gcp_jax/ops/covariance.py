@@ -12,7 +12,7 @@ import jax.numpy as jnp
 from gcp_jax.ops.linalg import HIGHEST, upcast
 
 
-def _as_positions(x: jax.Array, name: str) -> jax.Array:
+def as_positions(x: jax.Array, name: str) -> jax.Array:
   """(B, H, W, C) or (B, N, C) -> (B, M, C) in the compute dtype."""
   x = upcast(x)
   if x.ndim == 4:
@@ -23,6 +23,12 @@ def _as_positions(x: jax.Array, name: str) -> jax.Array:
   raise ValueError(
       f"{name} expects features of shape (B, H, W, C) (conv maps, NHWC) or "
       f"(B, N, C) (tokens), got shape {tuple(x.shape)}.")
+
+
+def centred_positions(x: jax.Array, name: str) -> jax.Array:
+  """X - mu 1^T of each sample: features -> (B, M, C) in the compute dtype."""
+  x = as_positions(x, name)
+  return x - jnp.mean(x, axis=1, keepdims=True)
 
 
 def covariance(x: jax.Array) -> jax.Array:
@@ -48,9 +54,8 @@ def covariance(x: jax.Array) -> jax.Array:
     Li et al., "Towards Faster Training of Global Covariance Pooling Networks
     by Iterative Matrix Square Root Normalization", CVPR 2018.
   """
-  x = _as_positions(x, "covariance")
-  xc = x - jnp.mean(x, axis=1, keepdims=True)
-  return jnp.einsum("bmc,bmd->bcd", xc, xc, precision=HIGHEST) / x.shape[1]
+  xc = centred_positions(x, "covariance")
+  return jnp.einsum("bmc,bmd->bcd", xc, xc, precision=HIGHEST) / xc.shape[1]
 
 
 def bilinear(x: jax.Array) -> jax.Array:
@@ -66,7 +71,7 @@ def bilinear(x: jax.Array) -> jax.Array:
     Lin et al., "Bilinear CNN Models for Fine-grained Visual Recognition",
     ICCV 2015.
   """
-  x = _as_positions(x, "bilinear")
+  x = as_positions(x, "bilinear")
   return jnp.einsum("bmc,bmd->bcd", x, x, precision=HIGHEST) / x.shape[1]
 
 

@@ -25,12 +25,17 @@ from jax import lax
 
 from gcp_jax.ops.linalg import (batch_trace, check_square, eye_like, matmul,
                                 upcast)
+from gcp_jax.ops.spectral_newton_schulz import newton_schulz_eigh
 
 # Traces at or below this are clamped (see `trace_normalize`). It sits far
 # below the trace of any real covariance (a 1e-8-scaled feature map with 256
 # channels still has a trace of ~1e-14), so the reference function is
 # reproduced exactly above it, while 1 / floor stays representable in float32.
 DEFAULT_TRACE_FLOOR = 1e-20
+
+# How Y_N is evaluated: the matrix iteration, or the same polynomial on the
+# eigenvalues (`spectral_newton_schulz.py`; faster on CPUs, slower on GPUs).
+METHODS = ("newton_schulz", "eigh")
 
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(1,))
@@ -108,7 +113,19 @@ def newton_schulz(a: jax.Array, num_iters: int) -> jax.Array:
   return 0.5 * matmul(y, i3 - matmul(z, y))
 
 
-def isqrt(cov: jax.Array, num_iters: int = 5, *,
+def check_isqrt_options(num_iters: int, method: str, name: str) -> None:
+  """Raises ValueError for a bad N or evaluation method."""
+  if not isinstance(num_iters, int) or isinstance(num_iters, bool) or (
+      num_iters < 1):
+    raise ValueError(
+        f"{name}: num_iters must be a Python int >= 1, got {num_iters!r}.")
+  if method not in METHODS:
+    raise ValueError(
+        f"{name}: unknown method {method!r}; valid methods are: "
+        f"{', '.join(METHODS)}.")
+
+
+def isqrt(cov: jax.Array, num_iters: int = 5, *, method: str = "newton_schulz",
           trace_floor: float = DEFAULT_TRACE_FLOOR) -> jax.Array:
   """iSQRT-COV matrix square root S ~ Sigma^(1/2) (iSQRT-COV eqs. 4-7).
 
@@ -121,10 +138,16 @@ def isqrt(cov: jax.Array, num_iters: int = 5, *,
   float32 rounding; for traces <= `trace_floor` it stays finite (0 for the
   zero matrix) where the reference returns NaN.
 
+  `method="eigh"` evaluates the same Y_N as U diag(p_N(lam)) U^T
+  (`newton_schulz_eigh`): one eigendecomposition instead of 3N - 3 matrix
+  products, exact derivatives in both modes. Faster on CPUs; on GPUs keep
+  the default.
+
   Args:
     cov: (..., n, n) symmetric PSD matrices, e.g. from `covariance`; any
       float dtype, computed in float32 (float64 stays float64).
     num_iters: number of Newton-Schulz iterations N >= 1.
+    method: "newton_schulz" (the matrix iteration) or "eigh" (see above).
     trace_floor: traces are clamped to at least this value.
 
   Returns:
@@ -134,11 +157,9 @@ def isqrt(cov: jax.Array, num_iters: int = 5, *,
     Li et al., "Towards Faster Training of Global Covariance Pooling Networks
     by Iterative Matrix Square Root Normalization", CVPR 2018.
   """
-  if not isinstance(num_iters, int) or isinstance(num_iters, bool) or (
-      num_iters < 1):
-    raise ValueError(
-        f"isqrt: num_iters must be a Python int >= 1, got {num_iters!r}.")
+  check_isqrt_options(num_iters, method, "isqrt")
   cov = upcast(cov)
   check_square(cov, "isqrt")
   a, sqrt_t = trace_normalize(cov, trace_floor)
-  return newton_schulz(a, num_iters) * sqrt_t[..., None, None]
+  evaluate = newton_schulz if method == "newton_schulz" else newton_schulz_eigh
+  return evaluate(a, num_iters) * sqrt_t[..., None, None]

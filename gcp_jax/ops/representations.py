@@ -6,6 +6,7 @@ post-normalisation of the (C, C) matrix -> vectorisation for the classifier.
   name     pooling     normalisation                          vector
   -------  ----------  -------------------------------------  ---------------
   isqrt    covariance  Newton-Schulz square root (iSQRT-COV)  triu, C(C+1)/2
+                       (method="eigh": same function via eigh)
   eig      covariance  exact power via eigh (MPN-COV)         triu
   epn      covariance  signed sqrt + l2 (element-wise)        triu
   svpn     covariance  singular-value power (power iter.)     triu
@@ -15,6 +16,7 @@ post-normalisation of the (C, C) matrix -> vectorisation for the classifier.
 Synopsis:
   rep = get_representation("isqrt")
   z = rep(feats, num_iters=5)                 # (B, H, W, C) -> (B, C(C+1)/2)
+  z = rep(feats, num_iters=5, method="eigh")  # same z, faster on CPUs
   rep.normalize(cov, num_iters=5)             # the (B, C, C) stage alone
   rep.output_dim(256)                         # 32896
 """
@@ -27,6 +29,7 @@ import jax
 from gcp_jax.ops.covariance import bilinear, covariance
 from gcp_jax.ops.eig_power import matrix_power_eig
 from gcp_jax.ops.elementwise_power import epn
+from gcp_jax.ops.isqrt_pooling import pooled_isqrt
 from gcp_jax.ops.linalg import upcast
 from gcp_jax.ops.newton_schulz import isqrt
 from gcp_jax.ops.singular_value_power import svpn
@@ -50,14 +53,20 @@ class Representation:
     normalize: (B, C, C) -> (B, C, C); takes the representation's options as
       keyword arguments.
     vectorize: (B, C, C) -> (B, D).
+    pool_normalize: optional features -> normalised (B, C, C) in one call,
+      equal to normalize(pool(features)) but free to skip the (C, C) pooled
+      matrix (isqrt with method="eigh"); used by `__call__` when given.
   """
   name: str
   pool: MatrixFn
   normalize: MatrixFn
   vectorize: MatrixFn
+  pool_normalize: MatrixFn | None = None
 
   def __call__(self, features: jax.Array, **options: Any) -> jax.Array:
     """(B, H, W, C) or (B, N, C) -> (B, D)."""
+    if self.pool_normalize is not None:
+      return self.vectorize(self.pool_normalize(features, **options))
     return self.vectorize(self.normalize(self.pool(features), **options))
 
   def output_dim(self, channels: int) -> int:
@@ -69,7 +78,7 @@ class Representation:
 
 REPRESENTATIONS: dict[str, Representation] = {
     r.name: r for r in (
-        Representation("isqrt", covariance, isqrt, triu_vec),
+        Representation("isqrt", covariance, isqrt, triu_vec, pooled_isqrt),
         Representation("eig", covariance, matrix_power_eig, triu_vec),
         Representation("epn", covariance, epn, triu_vec),
         Representation("svpn", covariance, svpn, triu_vec),
