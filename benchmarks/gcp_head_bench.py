@@ -17,6 +17,10 @@ What is measured
       section 2.2 (Newton-Schulz forward saving Y_k, Z_k, Python-unrolled;
       the trace-normalisation term vectorised over the batch);
     * jax-eig: `matrix_power_eig(p=0.5)` (eigh) instead of `isqrt`;
+    * jax-isqrt-eigh: the library head with `method="eigh"`, the same
+      function as jax-autodiff (the Newton-Schulz polynomial evaluated on the
+      eigenvalues of the M x M Gram matrix, `ops.pooled_isqrt`), custom_jvp
+      derivatives;
     * torch-reference: the reference algorithm as its users run it, written
       from METHOD 1.1, 2.1, 2.2 and 3 as `torch.autograd.Function`s: M x M
       centring matrix and `bmm`, hand-written Newton-Schulz backward with the
@@ -27,8 +31,9 @@ What is measured
       heads, as the attainable fp32 matmul throughput at this size.
 
   Before any timing, the script checks on the same inputs that the
-  custom_vjp gradient w.r.t. x, and the torch output and gradient w.r.t. x,
-  match the library within `TOLERANCE` (relative Frobenius norm, float32).
+  custom_vjp gradient w.r.t. x, the isqrt-eigh output and gradient, and the
+  torch output and gradient w.r.t. x, match the library within `TOLERANCE`
+  (relative Frobenius norm, float32).
   The hand-written backward is correct only on the symmetric part of
   dL/dSigma, which is all the covariance backward uses, hence the end-to-end
   comparison w.r.t. the features.
@@ -80,7 +85,11 @@ FLOP count (multiply-add = 2 FLOPs; per sample; C = 256, M = 196, N = 5)
   38 instead of 24 (50 C x C products in all instead of 36); the torch
   reference does those 50 plus 4 C M^2 for the M x M centring matrix.
   GFLOP/s is reported for the library head only, from the count above; the
-  other implementations are compared by time.
+  other implementations are compared by time. For scale, the isqrt-eigh
+  head does one M x M eigh and, per sample, 5 products of M x M x C (Gram
+  matrix, V^T X, and three in the backward) and 2 of M x C x C (output and
+  its backward): 10 M^2 C + 4 M C^2 = 149.7 MFLOP, 8.6 times fewer than 72 C^3
+  + 6 M C^2.
 
 Usage (from the repo root)
   python benchmarks/gcp_head_bench.py [--batch-sizes 8,32,128] [--repeats K]
@@ -202,6 +211,8 @@ HEADS: dict[str, Callable[[jax.Array], jax.Array]] = {
         ops.covariance(x), NUM_ITERS)),
     "eig": lambda x: ops.triu_vec(ops.matrix_power_eig(ops.covariance(x),
                                                        p=0.5)),
+    "isqrt_eigh": lambda x: ops.get_representation("isqrt")(
+        x, num_iters=NUM_ITERS, method="eigh"),
 }
 
 
@@ -403,6 +414,9 @@ def bench_batch(batch: int, repeats: int, use_torch: bool) -> dict:
   z_ref, gx_ref = (np.asarray(a) for a in compiled["autodiff"](x, w))
   _, gx_custom = compiled["custom_vjp"](x, w)
   check("custom_vjp grad x vs autodiff", rel_err(gx_custom, gx_ref))
+  z_eigh, gx_eigh = compiled["isqrt_eigh"](x, w)
+  check("isqrt-eigh z vs autodiff", rel_err(z_eigh, z_ref))
+  check("isqrt-eigh grad x vs autodiff", rel_err(gx_eigh, gx_ref))
 
   if use_torch:
     head = torch_reference()
@@ -493,6 +507,21 @@ def report(results: list[dict],
   out += ["Forward + backward, other implementations (ratios > 1: the "
           "library head is faster):", "",
           table(cmp_headers, cmp_rows, markdown), ""]
+  eigh_headers = ["B", "isqrt-eigh ms", "autodiff/isqrt-eigh",
+                  "isqrt-eigh MiB"]
+  if use_torch:
+    eigh_headers += ["torch/isqrt-eigh"]
+  eigh_rows = []
+  for r in results:
+    row = [str(r["B"]), f"{r['isqrt_eigh_ms']:.1f}",
+           f"{r['autodiff_ms'] / r['isqrt_eigh_ms']:.2f}x",
+           f"{r['isqrt_eigh_mib']:.1f}"]
+    if use_torch:
+      row += [f"{r['torch_ms'] / r['isqrt_eigh_ms']:.2f}x"]
+    eigh_rows.append(row)
+  out += ["The same head with method=\"eigh\" (same function; ratios > 1: "
+          "isqrt-eigh is faster):", "",
+          table(eigh_headers, eigh_rows, markdown), ""]
   pieces, pieces_wait = pieces
   total = pieces[-1][1]
   piece_rows = [[name, f"{ms:.1f}", f"{100 * ms / total:.1f} %"]

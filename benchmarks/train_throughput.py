@@ -24,6 +24,9 @@ What is measured
        mesh)` on `parallel.create_mesh()`, which must span exactly one CPU
        device (shard_map under jit, state donated, gradients and BN
        statistics pmean'ed over the 1-device axis, metrics computed).
+       `--isqrt-method eigh` trains the same function with the head's
+       Newton-Schulz polynomial evaluated on eigenvalues
+       (`representation_options={"num_iters": 5, "method": "eigh"}`).
      * torch: the same network written below in eager PyTorch (NCHW,
        default contiguous layout), with the reference's op choices where
        gcp-jax differs: covariance X Ibar X^T with the M x M centring matrix
@@ -94,7 +97,7 @@ How it is timed
 
 Usage (from the repo root)
   python benchmarks/train_throughput.py [--steps N] [--skip-torch]
-      [--skip-data] [--markdown]
+      [--skip-data] [--isqrt-method newton_schulz|eigh] [--markdown]
   Tables go to stdout (aligned text, or markdown with --markdown); progress
   goes to stderr.
 """
@@ -246,7 +249,7 @@ def check_params(name: str, count: int) -> None:
 
 
 def bench_jax(batches: Sequence[tuple[np.ndarray, np.ndarray]],
-              steps: int) -> dict:
+              steps: int, isqrt_method: str) -> dict:
   """The library's training step on a 1-device mesh."""
   log("gcp-jax")
   if jax.device_count() != 1:
@@ -254,7 +257,9 @@ def bench_jax(batches: Sequence[tuple[np.ndarray, np.ndarray]],
                      "process with exactly one (unset XLA_FLAGS' "
                      "--xla_force_host_platform_device_count).")
   mesh = parallel.create_mesh()
-  model = create_model(MODEL, NUM_CLASSES, bn_axis_name=parallel.DATA_AXIS)
+  model = create_model(MODEL, NUM_CLASSES, bn_axis_name=parallel.DATA_AXIS,
+                       representation_options={"num_iters": 5,
+                                               "method": isqrt_method})
   schedule = create_lr_schedule(
       ml_collections.ConfigDict({"name": "step", "milestones": MILESTONES,
                                  "gamma": 0.1}),
@@ -525,6 +530,10 @@ def main(argv: Sequence[str] | None = None) -> None:
                       help="leave out the PyTorch training step")
   parser.add_argument("--skip-data", action="store_true",
                       help="leave out the input-pipeline measurements")
+  parser.add_argument("--isqrt-method", default="newton_schulz",
+                      choices=("newton_schulz", "eigh"),
+                      help="how the gcp-jax head evaluates its square root "
+                      "(the same function; default newton_schulz)")
   parser.add_argument("--markdown", action="store_true",
                       help="print markdown tables instead of aligned text")
   args = parser.parse_args(argv)
@@ -541,11 +550,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     versions += (f", torch {torch.__version__} "
                  f"({torch.get_num_threads()} threads)")
   print(f"{versions}; {os.cpu_count()} CPUs; "
-        f"{time.strftime('%Y-%m-%d %H:%M:%S %Z')}; load average at start "
+        f"{time.strftime('%Y-%m-%d %H:%M:%S %Z')}; gcp-jax isqrt method "
+        f"{args.isqrt_method}; load average at start "
         f"{os.getloadavg()[0]:.2f}.\n")
 
   batches = make_batches()
-  steps = {"gcp-jax": bench_jax(batches, args.steps)}
+  steps = {"gcp-jax": bench_jax(batches, args.steps, args.isqrt_method)}
   if use_torch:
     steps["torch"] = bench_torch(batches, args.steps)
   print(report_steps(steps, args.steps, args.markdown))

@@ -70,3 +70,15 @@ def test_unknown_arguments_are_named():
     _load("finetune_fmpn", "flowers")
   with pytest.raises(ValueError, match="ARCH must be one of"):
     _load("imagenet_fmpn", "resnet18")
+
+
+def test_nested_model_override_reaches_the_head_as_options():
+  """`model_overrides.representation_options` set in a config (a nested
+  ConfigDict) arrives in the head as sorted (key, value) pairs."""
+  from gcp_jax.train.loop import build_model
+  config = _load("default", None)
+  config.model_overrides.representation_options = {"num_iters": 3,
+                                                   "method": "eigh"}
+  model = build_model(config, 10)
+  assert model.head.representation_options == (("method", "eigh"),
+                                               ("num_iters", 3))

@@ -140,8 +140,9 @@ def isqrt(cov: jax.Array, num_iters: int = 5, *, method: str = "newton_schulz",
 
   `method="eigh"` evaluates the same Y_N as U diag(p_N(lam)) U^T
   (`newton_schulz_eigh`): one eigendecomposition instead of 3N - 3 matrix
-  products, exact derivatives in both modes. Faster on CPUs; on GPUs keep
-  the default.
+  products, exact first derivatives in both modes (second derivatives only
+  at distinct eigenvalues, see `spectral_newton_schulz.py`). Faster on
+  CPUs; on GPUs keep the default.
 
   Args:
     cov: (..., n, n) symmetric PSD matrices, e.g. from `covariance`; any

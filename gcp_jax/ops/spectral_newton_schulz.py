@@ -29,9 +29,18 @@ push-through identity X^T f(X X^T) = f(X^T X) X^T gives
 
 with X X^T = V diag(g) V^T, an m x m eigendecomposition.
 
+Both functions are `custom_jvp`s, so reverse mode, forward mode and
+forward-over-reverse work. First derivatives are exact everywhere (the
+divided differences are). Second derivatives differentiate the JVP rule, and
+with it `eigh`'s eigenvector derivative, which is singular at repeated
+eigenvalues: they are exact where the eigenvalues are distinct (generic
+features; the Gram path's one zero eigenvalue from centring is simple) and
+unreliable at repeated ones (duplicated channels or positions). Hessian
+analyses of such inputs should use the matrix iteration.
+
 Synopsis:
   y = newton_schulz_eigh(a, 5)        # == newton_schulz(a, 5), (..., n, n)
-  y = newton_schulz_gram(x, 5)        # == newton_schulz(x^T x, 5), x (..., m, n)
+  y = newton_schulz_gram(x, 5)        # == newton_schulz(x^T x, 5); x (.., m, n)
 """
 
 import functools

@@ -64,7 +64,7 @@ class TrainResult:
 
 def build_model(config: ml_collections.ConfigDict, num_classes: int):
   """The configured model, with BN/DropCov reductions bound to the mesh."""
-  overrides = dict(config.model_overrides)
+  overrides = config.model_overrides.to_dict()   # nested ConfigDicts too
   if config.half_precision:
     overrides["dtype"] = jnp.bfloat16
   overrides["bn_axis_name"] = parallel.DATA_AXIS if config.sync_bn else None

@@ -122,6 +122,25 @@ def test_dim_override_changes_the_reduction():
                                                                10)
 
 
+def test_isqrt_eigh_method_override_gives_the_same_logits():
+  """representation_options={"method": "eigh"} (as a config's
+  model_overrides gives it) computes the same model: logits equal the
+  Newton-Schulz head's to float32 rounding. 8 px images give a 2 x 2 map
+  (M = 4 < d = 16: the Gram path). Gradients of both methods are compared
+  in tests/ops/test_spectral_newton_schulz.py."""
+  x = _images(size=8)
+  model, variables = _init("resnet_tiny_isqrt", x)
+  eigh_model = create_model(
+      "resnet_tiny_isqrt", 10,
+      representation_options={"num_iters": 5, "method": "eigh"})
+  assert eigh_model.head.representation_options == (("method", "eigh"),
+                                                    ("num_iters", 5))
+  want = jax.jit(model.apply, static_argnums=2)(variables, x, False)
+  got = jax.jit(eigh_model.apply, static_argnums=2)(variables, x, False)
+  np.testing.assert_allclose(got, want, rtol=1e-4,
+                             atol=1e-4 * float(jnp.abs(want).max()))
+
+
 def test_channel_dropout_statistics():
   x = jnp.ones((64, 2, 2, 256))
   y = np.asarray(ops.channel_dropout(jax.random.key(0), x, 0.3))
