@@ -113,6 +113,7 @@ def test_rank_deficient_gradient_matches_finite_differences():
   feats = RNG.standard_normal((1, 4, 6))
   g = np.triu(RNG.standard_normal((1, 6, 6)))
   with jax.enable_x64(True):
+    @jax.jit
     def loss(x):
       return jnp.sum(g * ops.matrix_power_eig(ops.covariance(x)))
     grad = np.asarray(jax.grad(loss)(jnp.asarray(feats)))

@@ -57,7 +57,7 @@ def test_divided_differences(n):
 
 
 @pytest.mark.parametrize("n", [1, 5, 10])
-@pytest.mark.parametrize("d,m", [(16, 40), (64, 196), (48, 20)])
+@pytest.mark.parametrize("d,m", [(64, 196), (48, 20)])
 def test_matches_float64_reference_iteration(n, d, m):
   """float32 isqrt(method="eigh") and pooled_isqrt on features (Gram path
   when m < d) against the float64 matrix iteration, at the tolerance the
