@@ -37,6 +37,17 @@ def newton_schulz_sqrt(cov: np.ndarray, n: int) -> np.ndarray:
   return np.stack(out)
 
 
+def central_differences(f, x: np.ndarray, h: float = 1e-6) -> np.ndarray:
+  """d f / d x by central differences, one entry of x at a time; f returns a
+  scalar (numpy or JAX)."""
+  grad = np.zeros_like(x)
+  for idx in np.ndindex(x.shape):
+    e = np.zeros_like(x)
+    e[idx] = h
+    grad[idx] = (float(f(x + e)) - float(f(x - e))) / (2 * h)
+  return grad
+
+
 def random_spd(rng: np.random.Generator, b: int, d: int, m: int) -> np.ndarray:
   """B covariances of m random positions in d dims (rank <= m - 1), float64."""
   return covariance(rng.standard_normal((b, m, d)))
