@@ -28,13 +28,6 @@ from ml_collections import config_flags
 
 from gcp_jax.errors import GcpJaxError
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-# TensorFlow serves tf.data only. `import tensorflow` eagerly imports Keras
-# 3 unless this is set (then only a use of tf.keras would look for the
-# tf_keras package, and nothing here uses tf.keras): 11.5 -> 7.6 s of CPU
-# per start on a 2-core Zen 3 EPYC.
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
-
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file(
     "config", None, "Path to an ml_collections config file.",
@@ -72,14 +65,12 @@ def _init_distributed() -> None:
 
 
 def _keep_freed_memory() -> None:
-  """gcp_jax.allocator's settings, on a CPU-only JAX, unless the user set
-  glibc's malloc tunables."""
-  from gcp_jax import allocator
-  if not allocator.cpu_only_jax():
+  """gcp_jax.allocator's settings where `gcp_jax.backend` wants them (a
+  CPU-only JAX, and no malloc tunable of the user's)."""
+  from gcp_jax import allocator, backend
+  if not backend.keep_freed_memory_wanted():
     return
-  if allocator.user_malloc_tunables():
-    logging.info("GLIBC_TUNABLES sets malloc; gcp_jax.allocator not used.")
-  elif allocator.keep_freed_memory():
+  if allocator.keep_freed_memory():
     logging.info("glibc keeps freed memory (gcp_jax.allocator).")
   else:
     logging.warning("glibc's malloc settings left alone: not glibc, or "

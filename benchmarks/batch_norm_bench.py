@@ -15,7 +15,7 @@ and the head's BN; not after bn3 and the shortcut BN, which feed the
 residual sum). One compiled function per variant and shape, as the training
 step runs it: `shard_map` over a 1-device mesh with the statistics
 `pmean`ed over its axis (synchronised BN), compiled with
-`gcp_jax.xla_options.jit`; it returns the output, the new running statistics
+`gcp_jax.backend.jit`; it returns the output, the new running statistics
 and the gradients of <output, G> with respect to x, scale and bias.
 
 Each time is the median of `--repeats` interleaved rounds after two warm-up
@@ -43,7 +43,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P  # noqa: E402
 from benchmarks.bench_output import (interleaved_median_ms,  # noqa: E402
                                      jax_run_header, log, max_rel_diff,
                                      table)
-from gcp_jax import xla_options  # noqa: E402
+from gcp_jax import backend  # noqa: E402
 from gcp_jax.models import layers  # noqa: E402
 
 BATCH = 16
@@ -77,7 +77,7 @@ def _compiled(module: nn.Module, relu: bool, mesh: jax.sharding.Mesh):
     grad_params, grad_x = vjp(cot)
     return y, updates, grad_params, grad_x
 
-  return xla_options.jit(jax.shard_map(
+  return backend.jit(jax.shard_map(
       fwd_bwd, mesh=mesh, in_specs=(P(), P(AXIS), P(AXIS)),
       out_specs=(P(AXIS), P(), P(), P(AXIS))))
 

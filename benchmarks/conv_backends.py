@@ -7,12 +7,12 @@ of:
 
   1 x 1 convolutions
     * `nn.Conv`, compiled with `jax.jit` (XLA's default: YNNPACK convolution)
-    * `nn.Conv`, compiled with `gcp_jax.xla_options.jit` (XLA's own
+    * `nn.Conv`, compiled with `gcp_jax.backend.jit` (XLA's own
       convolution)
     * `layers.PointwiseConv` (a dot; what the library uses), compiled with
-      `gcp_jax.xla_options.jit`
+      `gcp_jax.backend.jit`
   3 x 3 convolutions (`nn.Conv`, what the library uses)
-    * compiled with `jax.jit` and with `gcp_jax.xla_options.jit`.
+    * compiled with `jax.jit` and with `gcp_jax.backend.jit`.
 
 Each number is the median of `--repeats` calls after two warm-up calls,
 float32, on whatever CPU it runs on; GFLOP/s counts 3 x the forward's
@@ -36,7 +36,7 @@ from flax import linen as nn  # noqa: E402
 
 from benchmarks.bench_output import (jax_run_header, log,  # noqa: E402
                                      max_rel_diff, median_ms, table)
-from gcp_jax import xla_options  # noqa: E402
+from gcp_jax import backend  # noqa: E402
 from gcp_jax.models import layers  # noqa: E402
 
 BATCH = 16
@@ -62,10 +62,10 @@ def _variants(kernel: int, features: int, stride: int
               ) -> list[tuple[str, nn.Module, Callable]]:
   flax_conv = _flax_conv(kernel, features, stride)
   out = [("nn.Conv, jax.jit", flax_conv, jax.jit),
-         ("nn.Conv, xla_options.jit", flax_conv, xla_options.jit)]
+         ("nn.Conv, backend.jit", flax_conv, backend.jit)]
   if kernel == 1:
-    out.append(("PointwiseConv, xla_options.jit",
-                layers.PointwiseConv(features, stride), xla_options.jit))
+    out.append(("PointwiseConv, backend.jit",
+                layers.PointwiseConv(features, stride), backend.jit))
   return out
 
 

@@ -25,15 +25,16 @@ are imported: a thread that already has an arena of its own keeps it.
 
 Cost: the process keeps the memory it has freed, so its resident size stays
 at its peak (a training process reaches that peak every step anyway), and
-all threads share one heap lock. `main.py` calls this when JAX can only use
-the CPU (`cpu_only_jax`), unless `--nomalloc_keep_freed` or `GLIBC_TUNABLES`
-already sets a `glibc.malloc.*` tunable (the user's choice wins). Other C
-libraries (musl, macOS) are left alone.
+all threads share one heap lock. `main.py` calls this where
+`gcp_jax.backend.keep_freed_memory_wanted()`: JAX can only use the CPU
+(`cpu_only_jax`) and `GLIBC_TUNABLES` sets no `glibc.malloc.*` tunable (the
+user's choice wins), unless `--nomalloc_keep_freed`. Other C libraries
+(musl, macOS) are left alone.
 
 Synopsis:
-  from gcp_jax import allocator        # first, before jax / tensorflow
-  if allocator.cpu_only_jax() and not allocator.user_malloc_tunables():
-    allocator.keep_freed_memory()      # True if glibc took the settings
+  from gcp_jax import allocator, backend   # first, before jax / tensorflow
+  if backend.keep_freed_memory_wanted():
+    allocator.keep_freed_memory()          # True if glibc took the settings
 """
 
 import ctypes

@@ -27,7 +27,7 @@ from flax import linen as nn
 from jax import lax
 from jax.sharding import Mesh, PartitionSpec as P
 
-from gcp_jax import xla_options
+from gcp_jax import backend
 from gcp_jax.analysis import forward
 
 EvaluateFn = Callable[[forward.Variables, Sequence[forward.Batch],
@@ -61,7 +61,7 @@ def make_evaluator(model: nn.Module, *, bn_mode: str,
         jnp.sum(mask * correct), jnp.sum(mask)])
     return lax.psum(sums, axis)
 
-  batch_sums = xla_options.jit(jax.shard_map(
+  batch_sums = backend.jit(jax.shard_map(
       per_device, mesh=mesh,
       in_specs=(P(), P(axis), P(axis), P(axis), P()), out_specs=P()))
 

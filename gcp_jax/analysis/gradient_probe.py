@@ -57,7 +57,7 @@ from flax import linen as nn
 from jax import lax
 from jax.sharding import Mesh, PartitionSpec as P
 
-from gcp_jax import xla_options
+from gcp_jax import backend
 from gcp_jax.analysis import forward, results_io
 
 # (variables, inputs, bn_mode, key) -> outputs
@@ -199,10 +199,10 @@ def make_gradient_probe(split: Split, *, bn_mode: str,
       return lax.psum(part, axis), global_norm(g - g0)
     return jax.vmap(at_eta)(eta_chunk)
 
-  base_fn = xla_options.jit(jax.shard_map(
+  base_fn = backend.jit(jax.shard_map(
       base_per_device, mesh=mesh, in_specs=(P(), P(axis), P(axis), P()),
       out_specs=(P(axis), P(axis), P(), P())))
-  etas_fn = xla_options.jit(jax.shard_map(
+  etas_fn = backend.jit(jax.shard_map(
       etas_per_device, mesh=mesh,
       in_specs=(P(), P(axis), P(axis), P(axis), P(), P()), out_specs=P()))
   # The grid padded with its last value to whole chunks (padding discarded),

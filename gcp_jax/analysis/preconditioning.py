@@ -61,7 +61,7 @@ import numpy as np
 from flax import linen as nn
 from jax.sharding import PartitionSpec as P
 
-from gcp_jax import ops, xla_options
+from gcp_jax import backend, ops
 from gcp_jax.analysis import forward
 from gcp_jax.models import heads
 from gcp_jax.ops.linalg import HIGHEST
@@ -225,7 +225,7 @@ def per_sample_gradients(model: nn.Module, variables: forward.Variables,
       out[backward] = jax.jacrev(losses)(kernel).reshape(labels.shape[0], -1)
     return out
 
-  mapped = xla_options.jit(jax.shard_map(run, mesh=mesh, in_specs=P(),
+  mapped = backend.jit(jax.shard_map(run, mesh=mesh, in_specs=P(),
                                          out_specs=P()))
   grads = jax.device_get(mapped(*forward.place(
       mesh, (variables, images, labels, key), P())))

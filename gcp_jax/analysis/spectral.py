@@ -50,7 +50,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from gcp_jax import xla_options
+from gcp_jax import backend
 from gcp_jax.ops.linalg import HIGHEST
 
 Apply = Callable[[Any, jax.Array], jax.Array]
@@ -156,7 +156,7 @@ def _rayleigh_and_residual(apply, operand, vectors):
 
 
 @functools.partial(
-    xla_options.jit,
+    backend.jit,
     static_argnames=("apply", "k", "dim", "dtype", "max_iters"))
 def _power(apply, operand, key, tol, *, k, dim, dtype, max_iters):
   def find(i, carry):
@@ -249,7 +249,7 @@ def _check_steps(num_steps: int, dim: int) -> None:
 
 
 @functools.partial(
-    xla_options.jit,
+    backend.jit,
     static_argnames=("apply", "k", "dim", "dtype", "num_steps"))
 def _lanczos_top(apply, operand, key, *, k, dim, dtype, num_steps):
   key_v0, key_restart = jax.random.split(key)
@@ -287,7 +287,7 @@ def _rademacher(key: jax.Array, dim: int, dtype: Any) -> jax.Array:
 
 
 @functools.partial(
-    xla_options.jit,
+    backend.jit,
     static_argnames=("apply", "num_probes", "dim", "dtype"))
 def _hutchinson(apply, operand, key, *, num_probes, dim, dtype):
   def sample(k):
@@ -315,7 +315,7 @@ def hutchinson_trace(op: SymmetricOperator, num_probes: int,
 
 
 @functools.partial(
-    xla_options.jit,
+    backend.jit,
     static_argnames=("apply", "num_runs", "dim", "dtype", "num_steps"))
 def _slq(apply, operand, key, *, num_runs, dim, dtype, num_steps):
   def run(k):

@@ -11,4 +11,6 @@
                  train step, with soft targets
   sources.py     image folders and tensorflow-datasets as tf.data records
   digits.py      scikit-learn's digits, as arrays or as a PNG image folder
+  tensorflow_cpu TensorFlow, imported once with every GPU hidden from it;
+                 the library's only `import tensorflow`
 """

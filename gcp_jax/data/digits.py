@@ -87,7 +87,7 @@ def write_digits_image_folder(root: str) -> str:
     raise DataError(
         f"{root} is not empty and is not a digits cache (no train/ and val/ "
         f"in it); point data_dir at an empty or new folder.")
-  import tensorflow as tf  # heavy import, only when writing
+  from gcp_jax.data.tensorflow_cpu import tf  # heavy, only when writing
   parent = os.path.dirname(os.path.abspath(root))
   os.makedirs(parent, exist_ok=True)
   tmp = tempfile.mkdtemp(prefix=os.path.basename(root) + ".tmp", dir=parent)

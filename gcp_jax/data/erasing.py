@@ -20,7 +20,7 @@ Synopsis:
 
 import math
 
-import tensorflow as tf
+from gcp_jax.data.tensorflow_cpu import tf
 
 __all__ = ["ERASING_MODES", "random_erasing", "erasing_box"]
 

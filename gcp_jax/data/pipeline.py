@@ -48,9 +48,9 @@ from collections.abc import Callable, Iterator
 
 import ml_collections
 import numpy as np
-import tensorflow as tf
 from absl import logging
 
+from gcp_jax.data.tensorflow_cpu import tf
 from gcp_jax.data import digits, preprocess, views
 from gcp_jax.data.config import DataError, DataSettings, default_data_config
 from gcp_jax.data.sources import (FolderSource, Record, TfdsSource,

@@ -17,15 +17,11 @@ Synopsis:
 `train_image` and `eval_image` also take the encoded bytes (a scalar
 tf.string); the random crop of a JPEG is then decoded fused with the crop
 (`tf.io.decode_and_crop_jpeg`), which decodes only the window.
-
-Importing this module hides every GPU from TensorFlow, so that TF never
-takes accelerator memory that JAX needs.
 """
 
 import math
 
-import tensorflow as tf
-
+from gcp_jax.data.tensorflow_cpu import tf
 from gcp_jax.data import erasing, randaugment
 from gcp_jax.data.config import TRAIN_AUGMENTATIONS, RandAugmentSpec
 
@@ -33,11 +29,6 @@ MEAN_RGB = (0.485, 0.456, 0.406)
 STDDEV_RGB = (0.229, 0.224, 0.225)
 CROP_RATIO = (3.0 / 4.0, 4.0 / 3.0)
 CROP_ATTEMPTS = 10
-
-try:
-  tf.config.set_visible_devices([], "GPU")
-except RuntimeError:  # TF has initialised its devices already: nothing to do
-  pass
 
 
 def decode_image(encoded: tf.Tensor) -> tf.Tensor:

@@ -31,8 +31,7 @@ import functools
 import math
 from collections.abc import Callable
 
-import tensorflow as tf
-
+from gcp_jax.data.tensorflow_cpu import tf
 from gcp_jax.data.config import RandAugmentSpec, parse_randaugment
 
 __all__ = ["MAX_LEVEL", "OP_PROBABILITY", "FILL_RGB", "OPS",

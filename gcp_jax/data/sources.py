@@ -25,8 +25,9 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-import tensorflow as tf
-import tensorflow_datasets as tfds
+
+from gcp_jax.data.tensorflow_cpu import tf  # first: hides the GPUs from TF
+import tensorflow_datasets as tfds  # noqa: E402,I001
 
 from gcp_jax.data import preprocess
 from gcp_jax.data.config import DataError

@@ -11,8 +11,7 @@ Synopsis:
   # float32 (10, 224, 224, 3), normalised
 """
 
-import tensorflow as tf
-
+from gcp_jax.data.tensorflow_cpu import tf
 from gcp_jax.data import preprocess
 
 

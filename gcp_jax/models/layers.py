@@ -20,6 +20,7 @@ import jax.numpy as jnp
 from flax import linen as nn
 from jax import lax
 
+from gcp_jax import backend
 from gcp_jax.ops import batch_norm as batch_norm_ops
 
 Dtype = Any
@@ -49,21 +50,12 @@ class PointwiseConv(nn.Module):
 
   The parameter is the same `kernel` of shape `(1, 1, C_in, features)`, with
   the same initialiser and RNG path, as `nn.Conv(features, (1, 1))`, so
-  checkpoints and weight import do not see the difference. It exists for
-  speed, on XLA:CPU:
-
-  * the gradients of a dot are dots, while XLA:CPU's default (YNNPACK)
-    convolution backward is slow: forward + backward of ResNet-50's 1 x 1
-    shapes at batch 16 on the 2-vCPU Xeon run 2.0-5.6x faster than that
-    `nn.Conv` (0.68-1.28x the time of `nn.Conv` compiled with
-    `gcp_jax.xla_options`);
-  * the dot runs on the `(B * H * W, C_in)` matrix, not on the 4-D array:
-    for the 4-D contraction's kernel gradient XLA:CPU transposes the output
-    gradient to `(features, B * H * W)` inside the BatchNorm backward fusion
-    (1.65 s of a 7.7 s ResNet-50 training step). With the 2-D form the step
-    takes 5.0-5.7 s (`nn.Conv` with `xla_options`: 7.2 s).
-
-  Numbers: benchmarks/RESULTS.md, "XLA:CPU convolutions".
+  checkpoints and weight import do not see the difference. It is the CPU
+  variant of a 1 x 1 convolution (`gcp_jax.backend`): the gradients of a dot
+  are dots, which XLA:CPU runs faster than its convolution backward, and the
+  dot runs on the `(B * H * W, C_in)` matrix rather than the 4-D array, so
+  the kernel gradient needs no transposed copy of the output gradient
+  (benchmarks/RESULTS.md, "XLA:CPU convolutions").
   """
   features: int
   stride: int = 1
@@ -84,9 +76,10 @@ class PointwiseConv(nn.Module):
 
 def conv(features: int, kernel: int, stride: int = 1, *, dtype: Dtype,
          name: str, precision: Precision = None) -> nn.Module:
-  """k x k convolution without bias, PyTorch padding k // 2 (1 x 1 kernels
-  run as `PointwiseConv`)."""
-  if kernel == 1:
+  """k x k convolution without bias, PyTorch padding k // 2. On the CPU a
+  1 x 1 kernel runs as `PointwiseConv` (`gcp_jax.backend`); the variables
+  are the same either way."""
+  if kernel == 1 and backend.pointwise_conv_as_dot():
     return PointwiseConv(features, stride, dtype=dtype, precision=precision,
                          name=name)
   pad = kernel // 2

@@ -30,7 +30,7 @@ class Reporter:
 
   def _writer(self, split: str):
     if split not in self._writers:
-      import tensorflow as tf  # only for event files
+      from gcp_jax.data.tensorflow_cpu import tf  # only for event files
       self._writers[split] = tf.summary.create_file_writer(
           os.path.join(self._dir, split))
     return self._writers[split]
@@ -39,7 +39,7 @@ class Reporter:
     """Writes scalars of `split` ('train' or 'eval') at `step`."""
     if not self._enabled:
       return
-    import tensorflow as tf
+    from gcp_jax.data.tensorflow_cpu import tf
     with self._writer(split).as_default():
       for name, value in scalars.items():
         tf.summary.scalar(name, float(value), step=step)

@@ -5,7 +5,7 @@ state; per-device gradients (parameters cast to device-varying before
 differentiation) and BatchNorm statistics are averaged with `lax.pmean`,
 metric sums and counts are added with `lax.psum` over `DATA_AXIS`. The body
 is mapped with `jax.shard_map` and compiled once with `jax.jit` (the state
-is donated), with the XLA options of `gcp_jax.xla_options`. Nothing
+is donated), with the XLA options of `gcp_jax.backend`. Nothing
 inside syncs with the host.
 
 Synopsis:
@@ -25,7 +25,7 @@ from jax import lax
 from jax.sharding import Mesh, PartitionSpec as P
 
 from gcp_jax.ops.losses import cross_entropy, soft_target_cross_entropy
-from gcp_jax import xla_options
+from gcp_jax import backend
 from gcp_jax.train.parallel import DATA_AXIS
 from gcp_jax.train.state import TrainState
 
@@ -128,7 +128,7 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation,
 
   mapped = jax.shard_map(per_device, mesh=mesh, in_specs=(P(), P(DATA_AXIS)),
                          out_specs=(P(), P()))
-  return xla_options.jit(mapped, donate_argnums=0)
+  return backend.jit(mapped, donate_argnums=0)
 
 
 def view_averaged_logits(model: nn.Module, variables, images: jax.Array
@@ -173,4 +173,4 @@ def make_eval_step(model: nn.Module, mesh: Mesh, use_ema: bool = False
 
   mapped = jax.shard_map(per_device, mesh=mesh, in_specs=(P(), P(DATA_AXIS)),
                          out_specs=P())
-  return xla_options.jit(mapped)
+  return backend.jit(mapped)
