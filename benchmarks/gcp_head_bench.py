@@ -21,11 +21,11 @@ What is measured
       function as jax-autodiff (the Newton-Schulz polynomial evaluated on the
       eigenvalues of the M x M Gram matrix, `ops.pooled_isqrt`), custom_jvp
       derivatives;
-    * torch-reference: the reference algorithm as its users run it, written
-      from METHOD 1.1, 2.1, 2.2 and 3 as `torch.autograd.Function`s: M x M
+    * torch-reference: the reference algorithm as its users run it,
+      `torch_reference.ops.fmpn_head` (`torch.autograd.Function`s: M x M
       centring matrix and `bmm`, hand-written Newton-Schulz backward with the
-      Python loop over the batch for the trace term, triu by gather/scatter
-      (eager, default MKL/OpenMP, `torch.set_num_threads(2)`);
+      Python loop over the batch for the trace term, triu by gather/scatter;
+      eager, default MKL/OpenMP, `torch.set_num_threads(2)`);
     * matmul: a jitted batched `jnp.matmul` (B, 256, 256) x (B, 256, 256) at
       `Precision.HIGHEST`, timed in the same process, interleaved with the
       heads, as the attainable fp32 matmul throughput at this size.
@@ -121,6 +121,7 @@ import gcp_jax.ops as ops  # noqa: E402
 
 try:
   import torch
+  from torch_reference import ops as torch_ops
 except ImportError:
   torch = None
 
@@ -284,104 +285,6 @@ def check(name: str, err: float) -> None:
 # --------------------------------------------------------------- torch side
 
 
-def torch_reference() -> Callable:
-  """The reference head as a function of NCHW features (B, C, H, W)."""
-
-  class Covpool(torch.autograd.Function):
-    """Sigma = X Ibar X^T with Ibar = (1/M)(I - (1/M) 1 1^T), M x M."""
-
-    @staticmethod
-    def forward(ctx, x):
-      b, c, h, w = x.shape
-      m = h * w
-      x = x.reshape(b, c, m)
-      ibar = (torch.eye(m, dtype=x.dtype) - 1.0 / m) / m
-      ibar = ibar.expand(b, m, m)
-      ctx.save_for_backward(x, ibar)
-      ctx.in_shape = (b, c, h, w)
-      return x.bmm(ibar).bmm(x.transpose(1, 2))
-
-    @staticmethod
-    def backward(ctx, g):
-      x, ibar = ctx.saved_tensors
-      return (g + g.transpose(1, 2)).bmm(x).bmm(ibar).reshape(ctx.in_shape)
-
-  class Sqrtm(torch.autograd.Function):
-    """Coupled Newton-Schulz (METHOD 2.1, num_iters >= 2), hand-written
-    backward (2.2)."""
-
-    @staticmethod
-    def forward(ctx, cov, num_iters):
-      b, c, _ = cov.shape
-      i3 = 3.0 * torch.eye(c, dtype=cov.dtype).expand(b, c, c)
-      t = (cov * i3).sum(dim=(1, 2)) / 3.0
-      a = cov / t.view(b, 1, 1)
-      ys = cov.new_zeros(b, num_iters, c, c)
-      zs = cov.new_zeros(b, num_iters, c, c)
-      tk = 0.5 * (i3 - a)
-      ys[:, 0], zs[:, 0] = a.bmm(tk), tk
-      for i in range(1, num_iters - 1):
-        tk = 0.5 * (i3 - zs[:, i - 1].bmm(ys[:, i - 1]))
-        ys[:, i] = ys[:, i - 1].bmm(tk)
-        zs[:, i] = tk.bmm(zs[:, i - 1])
-      last = num_iters - 2
-      y_n = 0.5 * ys[:, last].bmm(i3 - zs[:, last].bmm(ys[:, last]))
-      sqrt_t = t.sqrt().view(b, 1, 1)
-      ctx.save_for_backward(cov, a, ys, zs, y_n, t)
-      ctx.num_iters = num_iters
-      return y_n * sqrt_t
-
-    @staticmethod
-    def backward(ctx, g):
-      cov, a, ys, zs, y_n, t = ctx.saved_tensors
-      b, c, _ = cov.shape
-      i3 = 3.0 * torch.eye(c, dtype=cov.dtype).expand(b, c, c)
-      sqrt_t = t.sqrt()
-      g_bar = g * sqrt_t.view(b, 1, 1)
-      g_t_post = (g * y_n).sum(dim=(1, 2)) / (2.0 * sqrt_t)
-      last = ctx.num_iters - 2
-      y, z = ys[:, last], zs[:, last]
-      dy = 0.5 * (g_bar.bmm(i3 - y.bmm(z)) - z.bmm(y).bmm(g_bar))
-      dz = -0.5 * y.bmm(g_bar).bmm(y)
-      for j in range(last - 1, -1, -1):
-        y, z = ys[:, j], zs[:, j]
-        p, q = i3 - y.bmm(z), z.bmm(y)
-        dy, dz = (0.5 * (dy.bmm(p) - z.bmm(dz).bmm(z) - q.bmm(dy)),
-                  0.5 * (p.bmm(dz) - y.bmm(dy).bmm(y) - dz.bmm(q)))
-      da = 0.5 * (dy.bmm(i3 - a) - dz - a.bmm(dy))
-      da = da.transpose(1, 2)
-      grad = da / t.view(b, 1, 1)
-      inner = (da * cov).sum(dim=(1, 2))
-      for i in range(b):  # the reference's per-sample loop
-        grad[i] += (g_t_post[i] - inner[i] / (t[i] * t[i])) * torch.diag(
-            torch.ones(c, dtype=cov.dtype))
-      return grad, None
-
-  class Triuvec(torch.autograd.Function):
-    """Row-major upper triangle with diagonal; backward scatters."""
-
-    @staticmethod
-    def forward(ctx, mat):
-      b, c, _ = mat.shape
-      index = torch.ones(c, c).triu().reshape(c * c).nonzero().view(-1)
-      ctx.save_for_backward(index)
-      ctx.shape = mat.shape
-      return mat.reshape(b, c * c)[:, index]
-
-    @staticmethod
-    def backward(ctx, g):
-      (index,) = ctx.saved_tensors
-      b, c, _ = ctx.shape
-      grad = g.new_zeros(b, c * c)
-      grad[:, index] = g
-      return grad.view(b, c, c)
-
-  def head(x):
-    return Triuvec.apply(Sqrtm.apply(Covpool.apply(x), NUM_ITERS))
-
-  return head
-
-
 def torch_fwd_bwd(head: Callable, x: "torch.Tensor",
                   w: "torch.Tensor") -> tuple["torch.Tensor", "torch.Tensor"]:
   x = x.detach().requires_grad_(True)
@@ -419,7 +322,7 @@ def bench_batch(batch: int, repeats: int, use_torch: bool) -> dict:
   check("isqrt-eigh grad x vs autodiff", rel_err(gx_eigh, gx_ref))
 
   if use_torch:
-    head = torch_reference()
+    head = functools.partial(torch_ops.fmpn_head, n=NUM_ITERS)
     x_t = torch.from_numpy(x_np.transpose(0, 3, 1, 2).copy())
     w_t = torch.from_numpy(w_np)
     z_t, gx_t = torch_fwd_bwd(head, x_t, w_t)

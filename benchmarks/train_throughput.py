@@ -27,8 +27,8 @@ What is measured
        `--isqrt-method eigh` trains the same function with the head's
        Newton-Schulz polynomial evaluated on eigenvalues
        (`representation_options={"num_iters": 5, "method": "eigh"}`).
-     * torch: the same network written below in eager PyTorch (NCHW,
-       default contiguous layout), with the reference's op choices where
+     * torch: the same network in eager PyTorch, `torch_reference.resnet`
+       (NCHW, default contiguous layout), with the reference's op choices where
        gcp-jax differs: covariance X Ibar X^T with the M x M centring matrix
        and `bmm`; Newton-Schulz (METHOD 2.1) as plain tensor code
        differentiated by autograd, not the reference's hand-written
@@ -115,24 +115,22 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(
     __file__))))
 
 import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
 import ml_collections  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from benchmarks.bench_output import log, table  # noqa: E402
+from benchmarks.jax_steps import SGD, sgd_train_step  # noqa: E402
 from configs import default as default_config  # noqa: E402
 from gcp_jax.data.pipeline import (create_datasets,  # noqa: E402
                                    default_data_config)
 from gcp_jax.models import create_model  # noqa: E402
 from gcp_jax.train import parallel  # noqa: E402
-from gcp_jax.train.optim import create_optimizer  # noqa: E402
 from gcp_jax.train.schedules import create_lr_schedule  # noqa: E402
-from gcp_jax.train.state import TrainState  # noqa: E402
-from gcp_jax.train.steps import make_train_step  # noqa: E402
 
 try:
   import torch
+  from torch_reference import resnet as torch_resnet
 except ImportError:
   torch = None
 
@@ -144,8 +142,8 @@ NUM_PARAMS = 56_929_832
 DIM = 256
 NUM_ITERS = 5
 LEARNING_RATE = 0.1
-MOMENTUM = 0.9
-WEIGHT_DECAY = 1e-4
+MOMENTUM = SGD["momentum"]
+WEIGHT_DECAY = SGD["weight_decay"]
 MILESTONES = (30, 45, 60)
 NUM_EPOCHS = 65
 IMAGENET_STEPS_PER_EPOCH = 1_281_167 // BATCH
@@ -258,26 +256,17 @@ def bench_jax(batches: Sequence[tuple[np.ndarray, np.ndarray]],
                      "--xla_force_host_platform_device_count).")
   mesh = parallel.create_mesh()
   model = create_model(MODEL, NUM_CLASSES, bn_axis_name=parallel.DATA_AXIS,
-                       representation_options={"num_iters": 5,
+                       representation_options={"num_iters": NUM_ITERS,
                                                "method": isqrt_method})
   schedule = create_lr_schedule(
       ml_collections.ConfigDict({"name": "step", "milestones": MILESTONES,
                                  "gamma": 0.1}),
       LEARNING_RATE, IMAGENET_STEPS_PER_EPOCH, NUM_EPOCHS)
-  tx = create_optimizer(ml_collections.ConfigDict(
-      {"name": "sgd", "momentum": MOMENTUM, "weight_decay": WEIGHT_DECAY}),
-      schedule)
-  variables = jax.jit(model.init, static_argnums=2)(
-      jax.random.key(SEED),
-      jnp.zeros((1, IMAGE_SIZE, IMAGE_SIZE, 3), jnp.float32), False)
-  check_params("gcp-jax", sum(x.size for x in jax.tree.leaves(
-      variables["params"])))
-  state = parallel.replicate(mesh, TrainState.create(
-      variables["params"], variables["batch_stats"], tx, SEED))
-  del variables
+  train_step, state, num_params = sgd_train_step(model, mesh, IMAGE_SIZE,
+                                                 schedule, SEED)
+  check_params("gcp-jax", num_params)
   device_batches = [parallel.host_batch_to_global(
       mesh, {"image": x, "label": y}) for x, y in batches]
-  train_step = make_train_step(model, tx, schedule, mesh)
   first_loss = []
 
   def step(i: int) -> None:
@@ -296,87 +285,12 @@ def bench_jax(batches: Sequence[tuple[np.ndarray, np.ndarray]],
 # ------------------------------------------------------------------ torch
 
 
-def torch_model() -> "torch.nn.Module":
-  """ResNet-50 + iSQRT-COV (d = 256, N = 5) in eager PyTorch, NCHW."""
-  nn, F = torch.nn, torch.nn.functional
-
-  def conv(cin: int, cout: int, k: int, stride: int = 1) -> "nn.Conv2d":
-    return nn.Conv2d(cin, cout, k, stride, k // 2, bias=False)
-
-  class Bottleneck(nn.Module):
-    """1x1 -> 3x3 (stride) -> 1x1 (x4), projection shortcut if needed."""
-
-    def __init__(self, cin: int, width: int, stride: int):
-      super().__init__()
-      cout = 4 * width
-      self.conv1, self.bn1 = conv(cin, width, 1), nn.BatchNorm2d(width)
-      self.conv2 = conv(width, width, 3, stride)
-      self.bn2 = nn.BatchNorm2d(width)
-      self.conv3, self.bn3 = conv(width, cout, 1), nn.BatchNorm2d(cout)
-      self.downsample = (
-          nn.Sequential(conv(cin, cout, 1, stride), nn.BatchNorm2d(cout))
-          if stride != 1 or cin != cout else nn.Identity())
-
-    def forward(self, x: "torch.Tensor") -> "torch.Tensor":
-      y = F.relu(self.bn1(self.conv1(x)))
-      y = F.relu(self.bn2(self.conv2(y)))
-      y = self.bn3(self.conv3(y))
-      return F.relu(y + self.downsample(x))
-
-  class ISqrtCovHead(nn.Module):
-    """Reduction, covariance (M x M centring matrix), Newton-Schulz, triu,
-    FC; differentiated by autograd."""
-
-    def __init__(self, cin: int):
-      super().__init__()
-      self.reduce = nn.Sequential(conv(cin, DIM, 1), nn.BatchNorm2d(DIM),
-                                  nn.ReLU(inplace=True))
-      self.fc = nn.Linear(DIM * (DIM + 1) // 2, NUM_CLASSES)
-      self.register_buffer(
-          "triu_index",
-          torch.ones(DIM, DIM).triu().reshape(-1).nonzero().view(-1),
-          persistent=False)
-
-    def forward(self, x: "torch.Tensor") -> "torch.Tensor":
-      x = self.reduce(x)
-      b, c, h, w = x.shape
-      m = h * w
-      x = x.reshape(b, c, m)
-      ibar = (torch.eye(m, dtype=x.dtype) - 1.0 / m) / m
-      cov = x.bmm(ibar.expand(b, m, m)).bmm(x.transpose(1, 2))
-      trace = cov.diagonal(dim1=1, dim2=2).sum(-1).view(b, 1, 1)
-      a = cov / trace
-      i3 = 3.0 * torch.eye(c, dtype=x.dtype).expand(b, c, c)
-      t = 0.5 * (i3 - a)
-      y, z = a.bmm(t), t
-      for _ in range(NUM_ITERS - 2):
-        t = 0.5 * (i3 - z.bmm(y))
-        y, z = y.bmm(t), t.bmm(z)
-      root = 0.5 * y.bmm(i3 - z.bmm(y)) * trace.sqrt()
-      return self.fc(root.reshape(b, c * c)[:, self.triu_index])
-
-  stages, cin = [], 64
-  for i, (blocks, stride) in enumerate(zip((3, 4, 6, 3), (1, 2, 2, 1))):
-    width = 64 * 2 ** i
-    for j in range(blocks):
-      stages.append(Bottleneck(cin, width, stride if j == 0 else 1))
-      cin = 4 * width
-  model = nn.Sequential(
-      conv(3, 64, 7, 2), nn.BatchNorm2d(64), nn.ReLU(inplace=True),
-      nn.MaxPool2d(3, 2, 1), *stages, ISqrtCovHead(cin))
-  for module in model.modules():
-    if isinstance(module, nn.Conv2d):
-      nn.init.kaiming_normal_(module.weight, mode="fan_out",
-                              nonlinearity="relu")
-  return model
-
-
 def bench_torch(batches: Sequence[tuple[np.ndarray, np.ndarray]],
                 steps: int) -> dict:
   """The eager PyTorch training step of the same model."""
   log("torch")
   torch.manual_seed(SEED)
-  model = torch_model().train()
+  model = torch_resnet.build("resnet50", NUM_CLASSES, dim=DIM).train()
   check_params("torch", sum(p.numel() for p in model.parameters()))
   optimizer = torch.optim.SGD(model.parameters(), lr=LEARNING_RATE,
                               momentum=MOMENTUM, weight_decay=WEIGHT_DECAY)

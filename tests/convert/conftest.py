@@ -7,6 +7,7 @@ import pytest
 
 @pytest.fixture
 def tref():
-  """tests.convert.torch_reference, or skip the test without torch."""
+  """tests.convert.reference_checkpoints (the torch reference models and
+  checkpoint layouts), or skip the test without torch."""
   pytest.importorskip("torch")
-  return importlib.import_module("tests.convert.torch_reference")
+  return importlib.import_module("tests.convert.reference_checkpoints")
