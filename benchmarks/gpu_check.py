@@ -47,6 +47,7 @@ already set) of the GPU's memory, so torch fits beside it.
 
 import argparse
 import dataclasses
+import gc
 import json
 import math
 import os
@@ -181,7 +182,6 @@ def bench_heads(sizes: Sizes, repeats: int) -> list[Row]:
   z_ref, gx_ref = (t.detach().cpu().numpy() for t in torch_call())
   rows = [Row("head_torch", "head fwd+bwd, reference autograd Functions "
               "(torch fp32)", median_ms(torch_call, repeats), b)]
-  del x_t, w_t
 
   x, w = jnp.asarray(x_np), jnp.asarray(w_np)
   for method in ("newton_schulz", "eigh"):
@@ -190,7 +190,7 @@ def bench_heads(sizes: Sizes, repeats: int) -> list[Row]:
           ops.pooled_isqrt(f, NUM_ITERS, method=method))
       z, vjp = jax.vjp(head, x)
       return z, vjp(w)[0]
-    fn, seconds = compiled(jax.jit(fwd_bwd), x, w)
+    fn, seconds = compiled(backend.jit(fwd_bwd), x, w)
     z, gx = fn(x, w)
     z, gx = np.asarray(z), np.transpose(np.asarray(gx), (0, 3, 1, 2))
     for what, got, want in (("output", z, z_ref), ("gradient", gx, gx_ref)):
@@ -304,11 +304,14 @@ def torch_train_row(key: str, what: str, model: torch.nn.Module,
 
   call()
   check_loss(key, losses[0])
-  ms = median_ms(call, steps)
-  del model, opt
+  return Row(key, what, median_ms(call, steps), sizes.batch, anchor)
+
+
+def free_torch_memory() -> None:
+  """Returns the memory of the last torch row's model to the GPU."""
+  gc.collect()
   if torch.cuda.is_available():
     torch.cuda.empty_cache()
-  return Row(key, what, ms, sizes.batch, anchor)
 
 
 def torch_isqrt_model(sizes: Sizes, functions: bool) -> torch.nn.Module:
@@ -401,6 +404,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
       "step_fp32_torch", f"train step, torch reference `{sizes.torch_arch}` "
       "iSQRT, Functions head, fp32", torch_isqrt_model(sizes, functions=True),
       sizes, args.steps, amp=False))
+  free_torch_memory()
   rows.append(jax_train_row(
       "step_fp32", "train step, gcp-jax fp32", sizes.isqrt_model,
       jnp.float32, sizes, args.steps, "step_fp32_torch", matmul))
@@ -408,6 +412,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
       "step_bf16_torch", "train step, torch AMP-bf16, channels_last, fp32 "
       "head", torch_isqrt_model(sizes, functions=False), sizes, args.steps,
       amp=True))
+  free_torch_memory()
   rows.append(jax_train_row(
       "step_bf16", "train step, gcp-jax bf16 backbone, fp32 head",
       sizes.isqrt_model, jnp.bfloat16, sizes, args.steps, "step_bf16_torch",
@@ -416,6 +421,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
   rows.append(torch_train_row(
       "gap_bf16_torch", f"train step, {gap_name}, AMP-bf16, channels_last",
       gap_model, sizes, args.steps, amp=True))
+  del gap_model
+  free_torch_memory()
   rows.append(jax_train_row(
       "gap_bf16", f"train step, gcp-jax `{sizes.gap_model}` bf16",
       sizes.gap_model, jnp.bfloat16, sizes, args.steps, "gap_bf16_torch",

@@ -11,6 +11,7 @@ import optax
 from flax import linen as nn
 from jax.sharding import Mesh
 
+from gcp_jax import backend
 from gcp_jax.train import parallel
 from gcp_jax.train.optim import create_optimizer
 from gcp_jax.train.state import TrainState
@@ -30,7 +31,7 @@ def sgd_train_step(model: nn.Module, mesh: Mesh, image_size: int,
     state, the number of trainable parameters).
   """
   tx = create_optimizer(ml_collections.ConfigDict(SGD), schedule)
-  variables = jax.jit(model.init, static_argnums=2)(
+  variables = backend.jit(model.init, static_argnums=2)(
       jax.random.key(seed),
       jnp.zeros((1, image_size, image_size, 3), jnp.float32), False)
   num_params = sum(x.size for x in jax.tree.leaves(variables["params"]))

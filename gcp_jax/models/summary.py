@@ -28,6 +28,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import linen as nn
 
+from gcp_jax import backend
+
 
 @dataclasses.dataclass(frozen=True)
 class ModelSummary:
@@ -102,7 +104,7 @@ def summarize(model: nn.Module, image_size: int,
                 for name, sub in variables["params"].items()}
   forward = lambda v, x: model.apply(v, x, False)  # noqa: E731
   macs = count_macs(jax.make_jaxpr(forward)(variables, x).jaxpr)
-  cost = jax.jit(forward).lower(variables, x).compile().cost_analysis()
+  cost = backend.jit(forward).lower(variables, x).compile().cost_analysis()
   if isinstance(cost, (list, tuple)):
     cost = cost[0]
   return ModelSummary(per_module, count_params(variables["params"]),

@@ -25,6 +25,7 @@ import ml_collections
 import numpy as np
 from jax.experimental import multihost_utils
 
+from gcp_jax import backend
 from gcp_jax.data import mixing
 from gcp_jax.data.config import DataSettings
 from gcp_jax.convert import save_pytorch_checkpoint
@@ -73,10 +74,15 @@ def build_model(config: ml_collections.ConfigDict, num_classes: int):
   return create_model(config.model, num_classes, **overrides)
 
 
-def _initial_state(config, model, tx, image_size: int) -> TrainState:
+def _initial_state(config, model, tx, image_size: int,
+                   compiled: bool = True) -> TrainState:
+  """The step-0 state; `compiled=False` traces `model.init` as it is (for
+  `jax.eval_shape`, inside which a compiled function with options cannot
+  run)."""
   x = jnp.zeros((1, image_size, image_size, 3), jnp.float32)
-  variables = jax.jit(model.init, static_argnums=2)(
-      jax.random.key(config.seed), x, False)
+  init = (backend.jit(model.init, static_argnums=2) if compiled
+          else model.init)
+  variables = init(jax.random.key(config.seed), x, False)
   return TrainState.create(variables["params"],
                            variables.get("batch_stats", {}), tx, config.seed,
                            ema=config.ema_decay > 0)
@@ -86,7 +92,8 @@ def _abstract_state(config, model, tx, mesh) -> TrainState:
   """The replicated state's shapes, dtypes and shardings, to restore into
   (nothing is computed or initialised)."""
   return parallel.abstract_replicated(mesh, jax.eval_shape(
-      lambda: _initial_state(config, model, tx, config.data.image_size)))
+      lambda: _initial_state(config, model, tx, config.data.image_size,
+                             compiled=False)))
 
 
 def _total_steps(config, steps_per_epoch: int) -> int:

@@ -27,6 +27,7 @@ import ml_collections
 from absl import logging
 from flax import linen as nn
 
+from gcp_jax import backend
 from gcp_jax.convert import (CheckpointFile, ImportReport, WeightMappingError,
                              fit_checkpoint, read_checkpoint)
 
@@ -66,8 +67,8 @@ def pretrained_variables(checkpoint: CheckpointFile,
       ignored (the message lists them and the fix).
   """
   x = jnp.zeros((1, image_size, image_size, 3), jnp.float32)
-  fresh = jax.jit(model.init, static_argnums=2)(jax.random.key(config.seed),
-                                                x, False)
+  fresh = backend.jit(model.init, static_argnums=2)(
+      jax.random.key(config.seed), x, False)
   return _import(checkpoint, config, fresh)
 
 
