@@ -9,6 +9,7 @@ from flax import linen as nn
 from jax.sharding import NamedSharding, PartitionSpec as P
 from jax.test_util import check_grads
 
+from gcp_jax import backend
 from gcp_jax.models import layers
 
 RNG = np.random.default_rng(11)
@@ -68,10 +69,14 @@ def test_pointwise_conv_is_a_drop_in_for_nn_conv():
                              rtol=1e-5, atol=1e-5)
 
 
-def test_pointwise_conv_computes_in_dtype_with_float32_params():
+@pytest.mark.parametrize("platform", [backend.CPU, backend.GPU])
+def test_1x1_conv_computes_in_dtype_with_float32_params(platform):
+  """Both backends' 1 x 1 convolutions: bf16 compute, float32 kernel."""
   x = jnp.asarray(RNG.standard_normal((2, 4, 4, 3)), jnp.float32)
-  module = layers.conv(5, 1, 2, dtype=jnp.bfloat16, name="c")
-  assert isinstance(module, layers.PointwiseConv)
+  with backend.assume(platform):
+    module = layers.conv(5, 1, 2, dtype=jnp.bfloat16, name="c")
+  assert isinstance(module, layers.PointwiseConv if platform == backend.CPU
+                    else nn.Conv)
   params = module.init(jax.random.key(0), x)
   assert params["params"]["kernel"].dtype == jnp.float32
   out = module.apply(params, x)
