@@ -15,26 +15,66 @@ initialisation as the references (convs kaiming-normal fan_out, BN 1 / 0,
 Linear default). `width` and `small_input` (3x3/1 stem, no max-pool) give
 the small networks gcp-jax uses in tests (`resnet_tiny_*`); the references
 always use width 64 and the 7x7 stem. `bn_eps(name)` sets each
-BatchNorm's epsilon (MindSpore uses 1e-4 in most places).
+BatchNorm's epsilon (MindSpore uses 1e-4 in most places). `padding="same"`
+pads the 3x3 / 7x7 convolutions and the max-pool as MindSpore's
+`pad_mode='same'` does (the seed's Bottleneck ResNets), written here from
+that definition: a total of max((ceil(H / s) - 1) s + k - H, 0) pixels, half
+before and the odd one after.
 """
 
+import math
 from typing import Callable
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from torch_reference import ops
 
 
+def _same_pad(x: torch.Tensor, k: int, s: int, value: float) -> torch.Tensor:
+  """Pads NCHW `x` for a k x k window at stride s, MindSpore 'same'."""
+  pads = []
+  for size in (x.shape[3], x.shape[2]):   # F.pad lists the last axis first
+    total = max((math.ceil(size / s) - 1) * s + k - size, 0)
+    pads += [total // 2, total - total // 2]
+  return F.pad(x, pads, value=value)
+
+
+class SameConv2d(nn.Conv2d):
+  """A bias-free nn.Conv2d (same parameters) padded with zeros, 'same'."""
+
+  def forward(self, x):
+    return super().forward(_same_pad(x, self.kernel_size[0], self.stride[0],
+                                     0.0))
+
+
+class SameMaxPool2d(nn.MaxPool2d):
+  """nn.MaxPool2d padded 'same' with -inf (padding never wins)."""
+
+  def forward(self, x):
+    return super().forward(_same_pad(x, self.kernel_size, self.stride,
+                                     float("-inf")))
+
+
+def conv(cin: int, cout: int, k: int, stride: int, padding: str
+         ) -> nn.Conv2d:
+  """k x k conv without bias: PyTorch padding k // 2, or 'same'."""
+  if padding == "same" and k > 1:
+    return SameConv2d(cin, cout, k, stride, 0, bias=False)
+  return nn.Conv2d(cin, cout, k, stride, k // 2, bias=False)
+
+
 class BasicBlock(nn.Module):
   expansion = 1
 
-  def __init__(self, inplanes, planes, stride, downsample, eps):
+  def __init__(self, inplanes, planes, stride, downsample, eps,
+               padding="pytorch"):
     super().__init__()
-    self.conv1 = nn.Conv2d(inplanes, planes, 3, stride, 1, bias=False)
+    self.conv1 = conv(inplanes, planes, 3, stride, padding)
     self.bn1 = nn.BatchNorm2d(planes, eps=eps("bn1"))
-    self.conv2 = nn.Conv2d(planes, planes, 3, 1, 1, bias=False)
+    self.conv2 = conv(planes, planes, 3, 1, padding)
     self.bn2 = nn.BatchNorm2d(planes, eps=eps("bn2"))
     self.downsample = downsample
 
@@ -48,11 +88,12 @@ class BasicBlock(nn.Module):
 class Bottleneck(nn.Module):
   expansion = 4
 
-  def __init__(self, inplanes, planes, stride, downsample, eps):
+  def __init__(self, inplanes, planes, stride, downsample, eps,
+               padding="pytorch"):
     super().__init__()
     self.conv1 = nn.Conv2d(inplanes, planes, 1, bias=False)
     self.bn1 = nn.BatchNorm2d(planes, eps=eps("bn1"))
-    self.conv2 = nn.Conv2d(planes, planes, 3, stride, 1, bias=False)
+    self.conv2 = conv(planes, planes, 3, stride, padding)
     self.bn2 = nn.BatchNorm2d(planes, eps=eps("bn2"))
     self.conv3 = nn.Conv2d(planes, planes * 4, 1, bias=False)
     self.bn3 = nn.BatchNorm2d(planes * 4, eps=eps("bn3"))
@@ -88,16 +129,17 @@ class GCPResNet(nn.Module):
   def __init__(self, block, layers, num_classes, head="isqrt", dim=256,
                width=64, small_input=False,
                bn_eps: Callable[[str], float] = lambda name: 1e-5,
-               functions=False):
+               functions=False, padding="pytorch"):
     super().__init__()
     self.head, self.small_input = head, small_input
     self.functions = functions
     if small_input:
-      self.conv1 = nn.Conv2d(3, width, 3, 1, 1, bias=False)
+      self.conv1 = conv(3, width, 3, 1, padding)
     else:
-      self.conv1 = nn.Conv2d(3, width, 7, 2, 3, bias=False)
+      self.conv1 = conv(3, width, 7, 2, padding)
     self.bn1 = nn.BatchNorm2d(width, eps=bn_eps("bn1"))
-    self.maxpool = nn.MaxPool2d(3, 2, 1)
+    self.maxpool = (SameMaxPool2d(3, 2) if padding == "same"
+                    else nn.MaxPool2d(3, 2, 1))
     inplanes = width
     last_stride = 2 if head == "gap" else 1
     for i, blocks in enumerate(layers):
@@ -114,7 +156,7 @@ class GCPResNet(nn.Module):
               nn.BatchNorm2d(planes * block.expansion,
                              eps=eps("downsample.1")))
         stage.append(block(inplanes, planes, stride if j == 0 else 1,
-                           downsample, eps))
+                           downsample, eps, padding))
         inplanes = planes * block.expansion
       setattr(self, f"layer{i + 1}", nn.Sequential(*stage))
     if head == "gap":

@@ -33,9 +33,9 @@ What the weights cannot tell (the caller builds the right model):
   additions commented out (METHOD section 9, item 5): its weights load but
   compute another function in gcp-jax's (residual) ResNet;
 * MindSpore's Bottleneck ResNets (50/101/152) pad stride-2 convolutions and
-  the max-pool 'same'-style (asymmetrically); gcp-jax pads symmetrically as
-  PyTorch, so such a checkpoint runs in a slightly different network (a
-  note in the report says so).
+  the max-pool 'same'-style (the odd pixel after); their weights compute
+  MindSpore's network only in a model built with `padding='same'` (a note
+  in the report says so; the training loop demands it).
 """
 
 import dataclasses
@@ -399,9 +399,9 @@ def _notes(fmt: str, file_arch: architecture.Architecture | None,
                  "classifier kept with all outputs (class 0 = background)")
     if file_arch and file_arch.bottleneck:
       notes.append("MindSpore Bottleneck ResNets pad stride-2 convolutions "
-                   "and the max-pool asymmetrically ('same'); gcp-jax pads "
-                   "as PyTorch, so expect small deviations from MindSpore's "
-                   "outputs")
+                   "and the max-pool asymmetrically ('same'): build the "
+                   "model with padding='same' to compute MindSpore's "
+                   "network (PyTorch padding computes another one)")
   return tuple(notes)
 
 

@@ -8,11 +8,14 @@ the PyTorch one (METHOD sections 1.2, 6):
   epsilon 1e-5;
 * Linear: PyTorch's default, weight and bias ~ U(-1/sqrt(fan_in),
   1/sqrt(fan_in));
-* convolutions pad explicitly as PyTorch does (k // 2 on every side), not
-  'SAME', which pads asymmetrically at stride 2 and would break weight import.
+* convolutions and the stem's max-pool pad as PyTorch does (k // 2 on every
+  side). `padding="same"` pads as MindSpore's `pad_mode='same'` (and XLA's
+  'SAME'): a total of max((ceil(H / s) - 1) s + k - H, 0), the odd pixel
+  after (bottom / right). The two differ only at stride 2: the seed's
+  MindSpore ResNet-50/101/152 use 'same', so their weights compute their
+  own function only with it.
 """
 
-import functools
 from typing import Any
 
 import jax
@@ -74,17 +77,36 @@ class PointwiseConv(nn.Module):
     return y.reshape(*x.shape[:-1], self.features)
 
 
+PADDINGS = ("pytorch", "same")
+
+
+def check_padding(padding: str) -> None:
+  """Raises ValueError unless `padding` is one of `PADDINGS`."""
+  if padding not in PADDINGS:
+    raise ValueError(f"Unknown padding {padding!r}; use one of {PADDINGS} "
+                     f"('same' for MindSpore's Bottleneck ResNets).")
+
+
+def _spatial_padding(kernel: int, padding: str):
+  """Flax padding of a k x k window: PyTorch's k // 2 or XLA's 'SAME'."""
+  if padding == "same":
+    return "SAME"
+  pad = kernel // 2
+  return ((pad, pad), (pad, pad))
+
+
 def conv(features: int, kernel: int, stride: int = 1, *, dtype: Dtype,
-         name: str, precision: Precision = None) -> nn.Module:
-  """k x k convolution without bias, PyTorch padding k // 2. On the CPU a
-  1 x 1 kernel runs as `PointwiseConv` (`gcp_jax.backend`); the variables
-  are the same either way."""
+         name: str, precision: Precision = None,
+         padding: str = "pytorch") -> nn.Module:
+  """k x k convolution without bias, padded as `padding` says (module
+  docstring; both pad nothing for k = 1). On the CPU a 1 x 1 kernel runs as
+  `PointwiseConv` (`gcp_jax.backend`); the variables are the same either
+  way."""
   if kernel == 1 and backend.pointwise_conv_as_dot():
     return PointwiseConv(features, stride, dtype=dtype, precision=precision,
                          name=name)
-  pad = kernel // 2
   return nn.Conv(features, (kernel, kernel), (stride, stride),
-                 padding=((pad, pad), (pad, pad)), use_bias=False,
+                 padding=_spatial_padding(kernel, padding), use_bias=False,
                  kernel_init=conv_kernel_init, dtype=dtype,
                  param_dtype=jnp.float32, precision=precision, name=name)
 
@@ -150,6 +172,7 @@ def dense(features: int, fan_in: int, *, name: str,
                   param_dtype=jnp.float32, precision=precision, name=name)
 
 
-max_pool_3x3_s2 = functools.partial(nn.max_pool, window_shape=(3, 3),
-                                    strides=(2, 2),
-                                    padding=((1, 1), (1, 1)))
+def max_pool_3x3_s2(x: jax.Array, padding: str = "pytorch") -> jax.Array:
+  """3 x 3 max-pool at stride 2 of (B, H, W, C), padded as `padding` says
+  (padding never wins the max)."""
+  return nn.max_pool(x, (3, 3), (2, 2), padding=_spatial_padding(3, padding))

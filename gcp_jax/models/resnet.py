@@ -36,6 +36,7 @@ class BasicBlock(nn.Module):
   stride: int = 1
   dtype: Dtype = jnp.float32
   bn_axis_name: str | None = None
+  padding: str = "pytorch"
   expansion: ClassVar[int] = 1
 
   @nn.compact
@@ -43,9 +44,10 @@ class BasicBlock(nn.Module):
     bn = lambda name: layers.batch_norm(train, self.bn_axis_name,  # noqa: E731
                                         dtype=self.dtype, name=name)
     y = layers.conv(self.features, 3, self.stride, dtype=self.dtype,
-                    name="conv1")(x)
+                    name="conv1", padding=self.padding)(x)
     y = nn.relu(bn("bn1")(y))
-    y = layers.conv(self.features, 3, dtype=self.dtype, name="conv2")(y)
+    y = layers.conv(self.features, 3, dtype=self.dtype, name="conv2",
+                    padding=self.padding)(y)
     y = bn("bn2")(y)
     return nn.relu(y + _shortcut(self, x, train))
 
@@ -62,6 +64,7 @@ class Bottleneck(nn.Module):
   dtype: Dtype = jnp.float32
   bn_axis_name: str | None = None
   stride_in_1x1: bool = False
+  padding: str = "pytorch"
   expansion: ClassVar[int] = 4
 
   @nn.compact
@@ -71,7 +74,8 @@ class Bottleneck(nn.Module):
     s1, s3 = (self.stride, 1) if self.stride_in_1x1 else (1, self.stride)
     y = layers.conv(self.features, 1, s1, dtype=self.dtype, name="conv1")(x)
     y = nn.relu(bn("bn1")(y))
-    y = layers.conv(self.features, 3, s3, dtype=self.dtype, name="conv2")(y)
+    y = layers.conv(self.features, 3, s3, dtype=self.dtype, name="conv2",
+                    padding=self.padding)(y)
     y = nn.relu(bn("bn2")(y))
     y = layers.conv(self.features * 4, 1, dtype=self.dtype, name="conv3")(y)
     y = bn("bn3")(y)
@@ -117,15 +121,16 @@ class ResNetStem(nn.Module):
   small_input: bool = False
   dtype: Dtype = jnp.float32
   bn_axis_name: str | None = None
+  padding: str = "pytorch"
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
     kernel, stride = (3, 1) if self.small_input else (7, 2)
     x = layers.conv(self.width, kernel, stride, dtype=self.dtype,
-                    name="conv1")(x.astype(self.dtype))
+                    name="conv1", padding=self.padding)(x.astype(self.dtype))
     x = nn.relu(layers.batch_norm(train, self.bn_axis_name, dtype=self.dtype,
                                   name="bn1")(x))
-    return x if self.small_input else layers.max_pool_3x3_s2(x)
+    return x if self.small_input else layers.max_pool_3x3_s2(x, self.padding)
 
 
 class ResNet(nn.Module):
@@ -142,6 +147,10 @@ class ResNet(nn.Module):
     bn_axis_name: mapped axis name over which BN statistics are averaged in
       training (None: per-device statistics).
     stride_in_1x1: Bottleneck only: original-ResNet stride placement.
+    padding: 'pytorch' (k // 2 on every side) or 'same' (MindSpore's
+      pad_mode='same', the odd pixel after; the seed's ResNet-50/101/152),
+      for the stem, its max-pool and the 3x3 convolutions
+      (`layers.conv`).
   """
   stage_sizes: tuple[int, ...]
   block_cls: type[nn.Module]
@@ -152,17 +161,19 @@ class ResNet(nn.Module):
   dtype: Dtype = jnp.float32
   bn_axis_name: str | None = None
   stride_in_1x1: bool = False
+  padding: str = "pytorch"
 
   def setup(self):
+    layers.check_padding(self.padding)
     self.stem_block = ResNetStem(self.width, self.small_input, self.dtype,
-                                 self.bn_axis_name, name="stem")
+                                 self.bn_axis_name, self.padding, name="stem")
     strides = (1,) + (2,) * (len(self.stage_sizes) - 2) + (self.last_stride,)
-    block_options = ()
+    block_options = (("padding", self.padding),)
     if self.stride_in_1x1:
       if self.block_cls is not Bottleneck:
         raise ValueError("stride_in_1x1 applies to Bottleneck ResNets "
                          "(ResNet-50/101/152) only.")
-      block_options = (("stride_in_1x1", True),)
+      block_options += (("stride_in_1x1", True),)
     self.stages = [
         ResNetStage(self.block_cls, n, self.width * 2 ** i, s, self.dtype,
                     self.bn_axis_name, block_options, name=f"layer{i + 1}")

@@ -34,8 +34,8 @@ from gcp_jax.models import create_model
 from gcp_jax.train import checkpoint as ckpt_lib
 from gcp_jax.train import parallel
 from gcp_jax.train.optim import create_optimizer
-from gcp_jax.train.pretrained import (eval_variables, pretrained_variables,
-                                      read_init_from)
+from gcp_jax.train.pretrained import (check_padding, eval_variables,
+                                      pretrained_variables, read_init_from)
 from gcp_jax.train.probe_hook import ProbeHook
 from gcp_jax.train.reporting import Reporter
 from gcp_jax.train.schedules import create_lr_schedule
@@ -205,6 +205,8 @@ def _setup(config, workdir):
   checkpoint_file = (read_init_from(config)
                      if config.init_from and not resume else None)
   datasets, model = _data_and_model(config)
+  if checkpoint_file is not None:
+    check_padding(checkpoint_file, model)
   steps_per_epoch = datasets.steps_per_epoch()
   schedule = create_lr_schedule(config.schedule, config.learning_rate,
                                 steps_per_epoch, config.num_epochs)
@@ -361,6 +363,7 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str
     mesh = _checked_mesh(config)
     checkpoint_file = read_init_from(config)
     datasets, model = _data_and_model(config)
+    check_padding(checkpoint_file, model)
     variables = eval_variables(checkpoint_file, config, model,
                                config.data.image_size)
     state = parallel.replicate(mesh, TrainState(

@@ -30,6 +30,7 @@ from flax import linen as nn
 from gcp_jax import backend
 from gcp_jax.convert import (CheckpointFile, ImportReport, WeightMappingError,
                              fit_checkpoint, read_checkpoint)
+from gcp_jax.models import resnet
 
 PyTree = dict
 
@@ -43,6 +44,27 @@ def read_init_from(config: ml_collections.ConfigDict) -> CheckpointFile:
   """
   return read_checkpoint(
       config.init_from, drop_background_class=config.init_from_drop_background)
+
+
+def check_padding(checkpoint: CheckpointFile, model: nn.Module) -> None:
+  """Raises WeightMappingError for a MindSpore Bottleneck ResNet file and a
+  model that does not pad 'same'.
+
+  The seed's MindSpore ResNet-50/101/152 pad their stride-2 convolutions
+  and the stem's max-pool with `pad_mode='same'` (the odd pixel after):
+  with PyTorch's symmetric padding the imported weights would compute
+  another network (logits off by about 20 % of their scale). Its
+  ResNet-18/34 pad symmetrically and need nothing.
+  """
+  if (checkpoint.format == "mindspore" and isinstance(model, resnet.ResNet)
+      and model.block_cls is resnet.Bottleneck and model.padding != "same"):
+    raise WeightMappingError(
+        f"{checkpoint.path} is a MindSpore Bottleneck ResNet, which pads "
+        f"stride-2 convolutions and the max-pool 'same' (the odd pixel "
+        f"after); the model pads {model.padding!r}, so the weights would "
+        f"compute another network. Fix: build the model with "
+        f"padding='same' (config file: config.model_overrides.padding = "
+        f"'same'; Python: create_model(..., padding='same')).")
 
 
 def _import(checkpoint: CheckpointFile, config: ml_collections.ConfigDict,

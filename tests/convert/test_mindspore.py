@@ -107,3 +107,59 @@ def test_mindspore_bottleneck_names_and_epsilon(tref, tmp_path):
       np.testing.assert_allclose(a, b + 9e-5, rtol=1e-6, err_msg=path)
     else:
       np.testing.assert_array_equal(a, b, err_msg=path)
+
+
+@pytest.mark.parametrize("size", [64, 66])
+def test_mindspore_resnet50_logits_match_with_same_padding(tref, tmp_path,
+                                                           size):
+  """The seed's Bottleneck ResNets pad 'same' (MindSpore pad_mode='same'):
+  with `padding='same'` gcp-jax computes their logits (against a torch
+  re-implementation of that padding); with PyTorch padding it does not."""
+  torch_model = tref.randomize(
+      tref.build("resnet50", 1001, head="isqrt", width=8, dim=16,
+                 bn_eps=lambda name: 1e-4, padding="same"), 7)
+  state = {k: v.numpy() for k, v in torch_model.state_dict().items()}
+  path = tmp_path / "resnet50.ckpt"
+  write_mindspore_checkpoint(
+      tref.mindspore_names(state, np.random.default_rng(2)), path)
+  images = helpers.random_images(size)
+  expected = tref.logits(torch_model, images)
+  errors = {}
+  for padding in ("same", "pytorch"):
+    model, template = helpers.model_and_template(
+        "resnet50_isqrt", 1001, size, width=8, dim=16, padding=padding)
+    variables, _ = load_pretrained(path, template,
+                                   drop_background_class=False)
+    got = helpers.jax_logits(model, variables, images)
+    errors[padding] = np.abs(got - expected).max() / np.abs(expected).max()
+  assert errors["same"] <= helpers.RELATIVE_TOLERANCE, errors
+  assert errors["pytorch"] > 100 * helpers.RELATIVE_TOLERANCE, errors
+
+
+def test_training_demands_same_padding_for_mindspore_bottlenecks(tref,
+                                                                 tmp_path):
+  """`check_padding` (run by the training loop and evaluation before
+  anything is written): a MindSpore Bottleneck file needs padding='same';
+  BasicBlock files and PyTorch files need nothing."""
+  from gcp_jax.convert import WeightMappingError, read_checkpoint
+  from gcp_jax.models import create_model
+  from gcp_jax.train.pretrained import check_padding
+  files = {}
+  for arch, options in (("resnet50", dict(width=8, dim=16)),
+                        ("resnet_tiny", TINY)):
+    state = {k: v.numpy() for k, v in tref.build(
+        arch, 1001, head="isqrt", **options).state_dict().items()}
+    files[arch] = tmp_path / f"{arch}.ckpt"
+    write_mindspore_checkpoint(
+        tref.mindspore_names(state, np.random.default_rng(0)), files[arch])
+  resnet50 = read_checkpoint(files["resnet50"])
+  with pytest.raises(WeightMappingError,
+                     match="MindSpore Bottleneck ResNet.*padding='same'"):
+    check_padding(resnet50, create_model("resnet50_isqrt", 1000))
+  check_padding(resnet50, create_model("resnet50_isqrt", 1000,
+                                       padding="same"))
+  check_padding(read_checkpoint(files["resnet_tiny"]),
+                create_model("resnet_tiny_isqrt", 1000))
+  with pytest.raises(ValueError, match="Unknown padding 'SAME'.*'same'"):
+    create_model("resnet50_isqrt", 10, padding="SAME").init(
+        jax.random.key(0), np.zeros((1, 32, 32, 3), np.float32), False)
