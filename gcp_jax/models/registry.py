@@ -19,7 +19,7 @@ Names are `<backbone>_<head>`:
 
 GCP and DropCov ResNets use a stride-1 layer4; `resnet_tiny_*` heads use
 d=16. Overrides go to the backbone (e.g. `dtype`, `bn_axis_name`,
-`last_stride`, `drop_path_rate`) or the head (e.g. `dim`,
+`last_stride`, `padding`, `drop_path_rate`) or the head (e.g. `dim`,
 `representation_options`, `rate_axis_name`); an unknown key is an error that
 lists the valid ones.
 """
