@@ -1,7 +1,10 @@
-"""Independent float64 numpy references written from METHOD.md, not from the
-code under test."""
+"""Independent float64 references written from METHOD.md, not from the
+code under test (numpy, and the shared torch reference in float64)."""
 
 import numpy as np
+import torch
+
+from torch_reference import ops as torch_ops
 
 
 def covariance(x: np.ndarray) -> np.ndarray:
@@ -17,24 +20,10 @@ def covariance(x: np.ndarray) -> np.ndarray:
 
 
 def newton_schulz_sqrt(cov: np.ndarray, n: int) -> np.ndarray:
-  """The reference iSQRT forward of METHOD 2.1, one matrix at a time."""
-  out = []
-  for s in np.asarray(cov, np.float64):
-    d = s.shape[0]
-    t = np.trace(s)
-    a = s / t
-    i3 = 3.0 * np.eye(d)
-    if n == 1:
-      y = 0.5 * a @ (i3 - a)
-    else:
-      tk = 0.5 * (i3 - a)
-      y, z = a @ tk, tk
-      for _ in range(n - 2):
-        tk = 0.5 * (i3 - z @ y)
-        y, z = y @ tk, tk @ z
-      y = 0.5 * y @ (i3 - z @ y)
-    out.append(y * np.sqrt(t))
-  return np.stack(out)
+  """The reference iSQRT forward (`torch_reference.ops.isqrt`, written from
+  the iSQRT-COV paper) in float64: (B, C, C) -> (B, C, C)."""
+  return torch_ops.isqrt(torch.from_numpy(np.asarray(cov, np.float64)),
+                         n).numpy()
 
 
 def central_differences(f, x: np.ndarray, h: float = 1e-6) -> np.ndarray:
