@@ -11,9 +11,10 @@ parameters (coupled, PyTorch style), batch 256, base LR 0.1 (used as given:
 change it with --config.learning_rate, nothing rescales it), plain
 cross-entropy, Inception crops + flip at 224, eval resize 256 -> centre 224.
 LRnorm: 100 epochs, x0.1 every 30; LRfast: 30 epochs, 0.1 (1 - (e - 1)/52)^11;
-LRadju: 50 epochs, 0.1 (1 - (e - 1)/49)^2, with e the 1-based epoch (the
-reference code's 0-based artefact: --config.schedule.reference_epoch_artefact
-=True). ImageNet is read with tfds from data_dir (prepare it with tfds's
+LRadju: 50 epochs, 0.1 (1 - (e - 1)/49)^2, with e the 0-based epoch as the
+reference code evaluates them (so epoch 0 runs at 0.1233 / 0.1041). The
+papers' 1-based formula: --config.schedule.reference_epoch_artefact=False
+(then LRadju fits 49 epochs: --config.num_epochs=49). ImageNet is read with tfds from data_dir (prepare it with tfds's
 manual download: put the ILSVRC2012 tars into DATA_DIR/downloads/manual and
 run `tfds build imagenet2012 --data_dir=DATA_DIR`), or set
 --config.data.name=image_folder for a root/{train,val}/CLASS/IMG folder.
@@ -60,7 +61,7 @@ def get_config(arg: str = "resnet50_isqrt_d128,lrnorm"):
   config.optimizer.weight_decay = 1e-4
   config.schedule = {"name": schedule}
   if schedule != "lrnorm":
-    config.schedule.reference_epoch_artefact = False
+    config.schedule.reference_epoch_artefact = True
   config.num_epochs = epochs
   config.log_every_steps = 100
   return config

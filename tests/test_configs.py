@@ -7,6 +7,7 @@ import importlib
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import pytest
 
 from gcp_jax.data.config import DataSettings
@@ -82,3 +83,36 @@ def test_nested_model_override_reaches_the_head_as_options():
   model = build_model(config, 10)
   assert model.head.representation_options == (("method", "eigh"),
                                                ("num_iters", 3))
+
+
+ALL_SCHEDULED_CONFIGS = CONFIGS + [
+    ("imagenet_resnet", f"resnet50_isqrt,{mode}")
+    for mode in ("lrfast", "lradju")]
+
+
+@pytest.mark.parametrize("name,arg", ALL_SCHEDULED_CONFIGS)
+def test_no_config_trains_an_epoch_at_lr_zero(name, arg):
+  config = _load(name, arg)
+  steps_per_epoch = 10
+  schedule = create_lr_schedule(config.schedule, config.learning_rate,
+                                steps_per_epoch, config.num_epochs)
+  lrs = jax.vmap(schedule)(jnp.arange(config.num_epochs * steps_per_epoch))
+  per_epoch_max = np.asarray(lrs).reshape(config.num_epochs, -1).max(axis=1)
+  assert np.all(per_epoch_max > 0), np.flatnonzero(per_epoch_max <= 0)
+
+
+@pytest.mark.parametrize("mode,epochs,e_end,power", [
+    ("lrfast", 30, 53, 11.0), ("lradju", 50, 50, 2.0)])
+def test_imagenet_gcp_schedules_equal_the_reference(mode, epochs, e_end,
+                                                    power):
+  """GCP_Optimization's `adjust_learning_rate` (ResNets), transcribed:
+  lr = args.lr * (1 - (epoch - e_start) / (e_end - e_start)) ** p with
+  e_start = 1 and the 0-based epoch of its training loop."""
+  config = _load("imagenet_resnet", f"resnet50_isqrt,{mode}")
+  assert config.num_epochs == epochs and config.learning_rate == 0.1
+  schedule = create_lr_schedule(config.schedule, config.learning_rate, 1,
+                                epochs)
+  got = np.asarray(jax.vmap(schedule)(jnp.arange(epochs)))
+  want = [0.1 * (1 - (epoch - 1) / (e_end - 1)) ** power
+          for epoch in range(epochs)]
+  np.testing.assert_allclose(got, want, rtol=3e-6)

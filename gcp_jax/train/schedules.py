@@ -16,8 +16,9 @@ steps_per_epoch (0-based epoch) and b = base_lr:
   constant           b
   step               b * gamma^#{m in milestones : m <= e}    milestones, gamma
   lrnorm             b * 0.1^floor(e / 30)
-  lrfast             b * (1 - (E - 1) / 52)^11               [reference_epoch_
-  lradju             b * (1 - (E - 1) / 49)^2                 artefact]
+  lrfast             b * (1 - (E - 1) / 52)^11               [E = e; E = e + 1
+  lradju             b * (1 - (E - 1) / 49)^2                 without reference_
+                                                              epoch_artefact]
   mobilenet_lrnorm   b * 0.98^e
   mobilenet_lrfast   b * 0.92^e
   mobilenet_lradju   (b / 0.06) * piecewise linear in e through
@@ -44,23 +45,25 @@ LRfast / LRadju and the epoch-0 artefact (gcp-jax decision 8). The paper
 writes the formulas for a 1-based epoch E; the reference code evaluates them
 at the 0-based epoch, so its first epoch runs above the base LR. Here:
 
-  * default: E = e + 1, the paper's formula. Epoch 0 trains at exactly b and
-    epoch e at the reference's epoch-(e + 1) rate. With b = 0.1:
-      lrfast  e = 0: 0.1, 1: 0.0808, 2: 0.0650, 5: 0.0329, 10: 9.5e-3,
-              20: 4.8e-4, 29: 1.27e-5
-      lradju  e = 0: 0.1, 1: 0.0960, 10: 0.0633, 20: 0.0350, 30: 0.0150,
-              48: 4.2e-5, 49: 0 (the last of the 50 epochs runs at lr 0)
-  * `reference_epoch_artefact = True`: E = e, the reference code's values
-    (METHOD 6.3 table):
+  * default, `reference_epoch_artefact = True`: E = e, the reference code's
+    values (METHOD 6.3 table). With b = 0.1:
       lrfast  e = 0: 0.1233, 1: 0.1, 2: 0.0808, 5: 0.0415, 10: 0.0124,
               15: 3.2e-3, 20: 6.7e-4, 25: 1.1e-4, 29: 2.0e-5
       lradju  e = 0: 0.1041, 1: 0.1, 10: 0.0666, 20: 0.0375, 30: 0.0167,
               40: 4.2e-3, 48: 1.7e-4, 49: 4.2e-5
+  * `reference_epoch_artefact = False`: E = e + 1, the paper's formula.
+    Epoch 0 trains at exactly b and epoch e at the reference's epoch-(e + 1)
+    rate:
+      lrfast  e = 0: 0.1, 1: 0.0808, 2: 0.0650, 5: 0.0329, 10: 9.5e-3,
+              20: 4.8e-4, 29: 1.27e-5
+      lradju  e = 0: 0.1, 1: 0.0960, 10: 0.0633, 20: 0.0350, 30: 0.0150,
+              48: 4.2e-5 (it reaches 0 at e = 49: at most 49 epochs)
 
 The constants 52 and 49 are those of the 30- and 50-epoch recipes and are
-kept whatever num_epochs is. Past the epoch where (1 - (E - 1) / P) reaches 0
-the formula would turn negative (lrfast) or rise again (lradju); a
-num_epochs that trains past it is an error, and later steps get lr 0.
+kept whatever num_epochs is. At the epoch where (1 - (E - 1) / P) reaches 0
+the formula gives lr 0, and after it would turn negative (lrfast) or rise
+again (lradju); a num_epochs that trains that epoch is an error (no epoch
+trains at lr 0), and steps past num_epochs get lr 0.
 
 Config mistakes (unknown name or field, missing or invalid value) raise
 `ConfigError` (a ValueError) with a message that names the fix.
@@ -174,8 +177,8 @@ def _gcp_polynomial(name: str, period: int, power: int, recipe_epochs: int
                     ) -> Callable[[dict[str, Any], float, int], EpochFn]:
   """Builder of lr = b * max(1 - (E - 1) / period, 0)^power (LRfast/LRadju).
 
-  E = e + 1 by default (the paper's 1-based epoch), E = e with
-  `reference_epoch_artefact` (the reference code); see the module docstring.
+  E = e by default (`reference_epoch_artefact`, the reference code), E = e
+  + 1 without it (the paper's 1-based epoch); see the module docstring.
   `recipe_epochs` (30 / 50) is only quoted in the error message.
   """
 
@@ -187,12 +190,13 @@ def _gcp_polynomial(name: str, period: int, power: int, recipe_epochs: int
              f"{artefact!r}.")
     shift = 0 if artefact else 1            # E = e + shift
     zero_epoch = period + 1 - shift         # first e with lr = 0
-    _require(num_epochs - 1 <= zero_epoch,
+    _require(num_epochs <= zero_epoch,
              f"{name}: the formula reaches lr 0 at epoch {zero_epoch} "
              f"(0-based) and would "
              f"{'turn negative' if power % 2 else 'rise again'} after it; "
-             f"num_epochs={num_epochs} trains past that (the recipe trains "
-             f"{recipe_epochs} epochs).")
+             f"num_epochs={num_epochs} would train epoch {zero_epoch} or "
+             f"later for nothing. Use num_epochs <= {zero_epoch} (the recipe "
+             f"trains {recipe_epochs} epochs).")
     # 1 - (E - 1) / period with an exact integer numerator and an integer
     # power (repeated products, not exp(log)), for float32 accuracy.
     return lambda e: base_lr * (jnp.maximum(period + 1 - shift - e, 0.0)
@@ -290,7 +294,7 @@ class _Schedule(NamedTuple):
                             # takes it from its `per_step` field
 
 
-_ARTEFACT = types.MappingProxyType({"reference_epoch_artefact": False})
+_ARTEFACT = types.MappingProxyType({"reference_epoch_artefact": True})
 SCHEDULES: Mapping[str, _Schedule] = types.MappingProxyType({
     "constant": _Schedule(_constant),
     "step": _Schedule(_step, FieldSpec(("milestones", "gamma"))),

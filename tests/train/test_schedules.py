@@ -64,27 +64,34 @@ def test_lrfast_epoch0_artefact_value():
   assert abs(got[0] - 0.12331) < 5e-6
 
 
+@pytest.mark.parametrize("name,epochs", [("lrfast", 30), ("lradju", 50)])
+def test_gcp_polynomial_default_is_the_reference(name, epochs):
+  """Faithful by default: the reference code's values."""
+  np.testing.assert_array_equal(
+      _per_epoch(epochs, name=name),
+      _per_epoch(epochs, name=name, reference_epoch_artefact=True))
+
+
 @pytest.mark.parametrize("name,epochs,period,power", [
-    ("lrfast", 30, 52, 11), ("lradju", 50, 49, 2)])
-def test_gcp_polynomial_default_is_paper_formula(name, epochs, period, power):
-  """Default: 1-based epoch E = e + 1, i.e. the reference shifted one epoch
-  earlier; never above the base lr."""
-  got = _per_epoch(epochs, name=name)
+    ("lrfast", 30, 52, 11), ("lradju", 49, 49, 2)])
+def test_gcp_polynomial_paper_formula(name, epochs, period, power):
+  """`reference_epoch_artefact=False`: 1-based epoch E = e + 1, i.e. the
+  reference shifted one epoch earlier; never above the base lr."""
+  got = _per_epoch(epochs, name=name, reference_epoch_artefact=False)
   assert got[0] == np.float32(0.1)
   assert np.all(got <= np.float32(0.1)) and np.all(np.diff(got) < 0)
   want = [_gcp_reference(e + 1, period, power) for e in range(epochs)]
   np.testing.assert_allclose(got, want, rtol=2e-6, atol=1e-12)
 
 
-def test_gcp_polynomial_default_mode_numbers():
+def test_gcp_polynomial_paper_formula_numbers():
   """The numbers quoted in the schedules module docstring."""
-  _rounds_to(_per_epoch(30, name="lrfast"),
+  _rounds_to(_per_epoch(30, name="lrfast", reference_epoch_artefact=False),
              {1: "0.0808", 2: "0.0650", 5: "0.0329", 10: "9.5e-3",
               20: "4.8e-4", 29: "1.27e-5"})
-  lradju = _per_epoch(50, name="lradju")
+  lradju = _per_epoch(49, name="lradju", reference_epoch_artefact=False)
   _rounds_to(lradju, {1: "0.0960", 10: "0.0633", 20: "0.0350", 30: "0.0150",
                       48: "4.2e-5"})
-  assert lradju[49] == 0
 
 
 def test_lrnorm_decades():
@@ -184,9 +191,12 @@ ONE_EPOCH_FIELDS = {
 
 @pytest.mark.parametrize("name", sorted(SCHEDULES))
 def test_given_base_lr_is_used(name):
-  """USER_NEEDS B.8: lr = 0.05 gives 0.05 at the start, never 0.1."""
+  """USER_NEEDS B.8: lr = 0.05 gives 0.05 at the start, never 0.1 (LRfast
+  and LRadju: at epoch 1; the reference's 0-based epoch puts epoch 0 above
+  the base, by (1 + 1 / period)^power)."""
   schedule = _schedule(0.05, 10, name=name, **ONE_EPOCH_FIELDS[name])
-  assert schedule(0) == np.float32(0.05)
+  start = SPE if name in ("lrfast", "lradju") else 0
+  assert schedule(start) == np.float32(0.05)
 
 
 def test_every_schedule_has_a_test_config():
@@ -210,16 +220,19 @@ def test_config_errors(fields, message):
     _schedule(0.1, 60, **fields)
 
 
-@pytest.mark.parametrize("name,epochs,ok", [
-    ("lrfast", 53, True), ("lrfast", 54, False), ("lradju", 50, True),
-    ("lradju", 51, False)])
-def test_gcp_polynomial_horizon(name, epochs, ok):
-  """No epoch may run past the zero of the polynomial."""
+@pytest.mark.parametrize("name,artefact,epochs,ok", [
+    ("lrfast", True, 53, True), ("lrfast", True, 54, False),
+    ("lradju", True, 50, True), ("lradju", True, 51, False),
+    ("lrfast", False, 52, True), ("lrfast", False, 53, False),
+    ("lradju", False, 49, True), ("lradju", False, 50, False)])
+def test_gcp_polynomial_horizon(name, artefact, epochs, ok):
+  """No epoch may train at the zero of the polynomial or past it."""
   if ok:
-    _schedule(0.1, epochs, name=name)
+    lrs = _per_epoch(epochs, name=name, reference_epoch_artefact=artefact)
+    assert np.all(lrs > 0)
   else:
     with pytest.raises(ValueError, match="reaches lr 0 at epoch"):
-      _schedule(0.1, epochs, name=name)
+      _schedule(0.1, epochs, name=name, reference_epoch_artefact=artefact)
 
 
 @pytest.mark.parametrize("base_lr,spe,epochs", [
