@@ -60,7 +60,9 @@ class GCPHead(nn.Module):
       for the TPAMI/DropCov tables).
     representation: a name from `gcp_jax.ops.REPRESENTATIONS`.
     representation_options: keyword arguments of its normalisation, as
-      (key, value) pairs, e.g. (("num_iters", 5),).
+      (key, value) pairs, e.g. (("num_iters", 5),). For "svpn" without a
+      "start" option the head learns the start vector (`svpn_start`, (d,),
+      initialised N(0, 1)).
     bn_axis_name: mapped axis to synchronise BN statistics over, or None.
   """
   num_classes: int
@@ -73,7 +75,13 @@ class GCPHead(nn.Module):
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
     rep = ops.get_representation(self.representation)
     x = ReductionBlock(self.dim, self.bn_axis_name, name="reduce")(x, train)
-    pooled = rep(x, **dict(self.representation_options))
+    options = dict(self.representation_options)
+    if self.representation == "svpn" and "start" not in options:
+      # svPN's power iteration starts from a learned vector, N(0, 1) at
+      # init, as in the reference.
+      options["start"] = self.param("svpn_start", nn.initializers.normal(1.0),
+                                    (self.dim,), jnp.float32)
+    pooled = rep(x, **options)
     self.sow("intermediates", "pooled", pooled)
     return layers.dense(self.num_classes, pooled.shape[-1], precision=HIGHEST,
                         name="fc")(pooled)

@@ -1,7 +1,8 @@
-"""Element-wise power normalisation (ePN), as used by B-CNN.
+"""Element-wise power normalisation (ePN), and B-CNN's variant of it.
 
 Synopsis:
-  z = epn(cov)                  # sign(S) (|S| + 1e-8)^(1/2), Frobenius-normalised
+  z = epn(cov)                  # sign(S) sqrt(|S| + 1e-8), columns l2-normalised
+  z = epn(bil, normalize="frobenius")   # B-CNN: the whole matrix l2-normalised
 """
 
 import jax
@@ -12,6 +13,8 @@ from gcp_jax.ops.linalg import safe_norm, upcast
 # Added under the power, as in the reference B-CNN / ePN code, so that the
 # derivative stays finite at 0.
 SIGNED_POWER_EPS = 1e-8
+# Axes of the l2 normalisation of an (..., n, m) matrix.
+NORMALIZE_AXES = {"columns": -2, "frobenius": (-2, -1)}
 
 
 def signed_power(x: jax.Array, alpha: float = 0.5,
@@ -21,29 +24,33 @@ def signed_power(x: jax.Array, alpha: float = 0.5,
   return jnp.sign(x) * (jnp.abs(x) + eps) ** alpha
 
 
-def frobenius_normalize(mat: jax.Array) -> jax.Array:
-  """Divides each (..., n, m) matrix by its Frobenius norm (finite at 0)."""
-  return mat / safe_norm(mat, axis=(-2, -1), keepdims=True)
-
-
-def epn(mat: jax.Array, alpha: float = 0.5) -> jax.Array:
+def epn(mat: jax.Array, alpha: float = 0.5,
+        normalize: str = "columns") -> jax.Array:
   """Element-wise power normalisation followed by l2 normalisation.
 
-      Z = sign(S) o (|S| + 1e-8)^alpha,   Z <- Z / ||Z||_F.
+      Z = sign(S) o (|S| + 1e-8)^alpha,
+      columns:    Z[:, j] <- Z[:, j] / ||Z[:, j]||   (each column, over i)
+      frobenius:  Z <- Z / ||Z||_F                   (all n m entries)
 
-  The l2 normalisation is over all n^2 entries, i.e. the l2 norm of the
-  flattened vector as in B-CNN. (DropCov's unused transformer `ePN` normalises
-  each column instead; that quirk is not reproduced.)
+  "columns" is DropCov's transformer `ePN` (`F.normalize(x, dim=1)` on a
+  (B, n, m) matrix), the reference of the `epn` representation. "frobenius"
+  is B-CNN's l2 normalisation of the flattened vector (fast-MPN-COV's
+  `BCNN`), used by the `bcnn` representation. Norms are finite at 0.
 
   Args:
-    mat: (..., n, n) covariance or bilinear matrices.
+    mat: (..., n, m) covariance or bilinear matrices.
     alpha: the element-wise exponent.
+    normalize: "columns" or "frobenius".
 
   Returns:
-    (..., n, n) in the compute dtype.
+    (..., n, m) in the compute dtype.
 
   References:
     Lin et al., "Bilinear CNN Models for Fine-grained Visual Recognition",
-    ICCV 2015; Li et al., MPN-COV, ICCV 2017 (E-PN baseline).
+    ICCV 2015; Wang et al., DropCov, NeurIPS 2022.
   """
-  return frobenius_normalize(signed_power(mat, alpha))
+  if normalize not in NORMALIZE_AXES:
+    raise ValueError(f"epn: normalize must be one of "
+                     f"{sorted(NORMALIZE_AXES)}, got {normalize!r}.")
+  z = signed_power(mat, alpha)
+  return z / safe_norm(z, axis=NORMALIZE_AXES[normalize], keepdims=True)

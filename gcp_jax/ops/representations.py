@@ -8,10 +8,13 @@ post-normalisation of the (C, C) matrix -> vectorisation for the classifier.
   isqrt    covariance  Newton-Schulz square root (iSQRT-COV)  triu, C(C+1)/2
                        (method="eigh": same function via eigh)
   eig      covariance  exact power via eigh (MPN-COV)         triu
-  epn      covariance  signed sqrt + l2 (element-wise)        triu
-  svpn     covariance  singular-value power (power iter.)     triu
+  epn      covariance  signed sqrt + l2 of each column        triu
+                       (DropCov's ePN)
+  svpn     covariance  singular-value power (power iter.;     triu
+                       DropCov's svPN; `start`)
   none     covariance  none (plain GCP, as DropCov uses)      triu
-  bcnn     bilinear    signed sqrt + l2 (B-CNN)               full, C^2
+  bcnn     bilinear    signed sqrt + l2 of all entries        full, C^2
+                       (B-CNN)
 
 Synopsis:
   rep = get_representation("isqrt")
@@ -36,6 +39,12 @@ from gcp_jax.ops.singular_value_power import svpn
 from gcp_jax.ops.vectorize import flatten, triu_vec
 
 MatrixFn = Callable[..., jax.Array]
+
+
+def bcnn_normalize(mat: jax.Array, alpha: float = 0.5) -> jax.Array:
+  """B-CNN's normalisation: signed power, then l2 over all entries
+  (`epn(..., normalize="frobenius")`)."""
+  return epn(mat, alpha, normalize="frobenius")
 
 
 def identity(mat: jax.Array) -> jax.Array:
@@ -83,7 +92,7 @@ REPRESENTATIONS: dict[str, Representation] = {
         Representation("epn", covariance, epn, triu_vec),
         Representation("svpn", covariance, svpn, triu_vec),
         Representation("none", covariance, identity, triu_vec),
-        Representation("bcnn", bilinear, epn, flatten),
+        Representation("bcnn", bilinear, bcnn_normalize, flatten),
     )
 }
 

@@ -59,12 +59,29 @@ def test_bcnn_matches_formula():
   np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
 
 
-def test_epn_alpha_and_norm():
+def _dropcov_epn(x):
+  """DropCov's transformer `ePN.forward`, float64 numpy: signed sqrt with
+  eps 1e-8, then `F.normalize(x, dim=1)` (each column of a (B, n, m)
+  matrix, norm clamped at 1e-12)."""
+  x = np.sign(x) * np.sqrt(np.abs(x) + 1e-8)
+  return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
+def test_epn_is_dropcovs_column_normalised_epn():
+  mat = RNG.standard_normal((3, 5, 5))
+  with jax.enable_x64(True):
+    got = np.asarray(ops.epn(jnp.asarray(mat)))
+  np.testing.assert_allclose(got, _dropcov_epn(mat), rtol=1e-12)
+
+
+def test_epn_frobenius_variant_and_alpha():
   mat = RNG.standard_normal((3, 5, 5))
   z = np.sign(mat) * (np.abs(mat) + 1e-8) ** 0.3
   want = z / np.linalg.norm(z, axis=(1, 2), keepdims=True)
-  np.testing.assert_allclose(ops.epn(jnp.asarray(mat, jnp.float32), 0.3),
-                             want, rtol=1e-5, atol=1e-6)
+  got = ops.epn(jnp.asarray(mat, jnp.float32), 0.3, normalize="frobenius")
+  np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+  with pytest.raises(ValueError, match="normalize must be one of"):
+    ops.epn(jnp.asarray(mat), normalize="rows")
 
 
 def _svpn_reference(mat, alpha, k):
@@ -86,19 +103,41 @@ def test_svpn_converged_matches_svd_formula(k):
   np.testing.assert_allclose(got, _svpn_reference(mat, 0.5, k), atol=1e-8)
 
 
-def test_svpn_single_step_on_nonsymmetric_matrix():
-  """One power step from the all-ones vector, written out by hand."""
-  mat = RNG.standard_normal((6, 6))
-  v = np.ones(6) / np.sqrt(6)
-  u = mat @ v / np.linalg.norm(mat @ v)
-  v = mat.T @ u / np.linalg.norm(mat.T @ u)
-  w = mat @ v
-  s = np.linalg.norm(w)
-  u = w / s
-  want = np.sqrt(s) * np.outer(u, v) + (mat - s * np.outer(u, v)) / (
-      np.sqrt(s) + 1e-5)
+def _dropcov_svpn(x, weight, alpha, iter_num, sv_num):
+  """DropCov's transformer `svPN._singularValuePowerNorm(x, top=svNum)` and
+  `_powerIteration`, float64 numpy, one matrix: the power steps start from
+  `weight` each time, u and v are normalised with `F.normalize` (norm
+  clamped at 1e-12), the singular value is u^T x v."""
+  def normalize(a):
+    return a / max(np.linalg.norm(a), 1e-12)
+  us, ss, vs = [], [], []
+  for _ in range(sv_num):
+    v = weight
+    for _ in range(iter_num):
+      u = normalize(x @ v)
+      v = normalize(x.T @ u)
+    s = u @ x @ v
+    us.append(u), ss.append(s), vs.append(v)
+    x = x - s * np.outer(u, v)
+  y = sum(ss[i] ** alpha * np.outer(us[i], vs[i]) for i in range(sv_num))
+  return y + x / (ss[-1] ** (1 - alpha) + 1e-5)
+
+
+@pytest.mark.parametrize("kind,iters,k", [
+    ("nonsymmetric", 1, 1), ("nonsymmetric", 3, 2), ("covariance", 1, 1),
+    ("covariance", 2, 3)])
+@pytest.mark.parametrize("start", ["normal", "ones"])
+def test_svpn_is_dropcovs_svpn(kind, iters, k, start):
+  """Against a float64 transcription of the reference, from a learned-style
+  N(0, 1) start vector and from ones (the configured single power step is
+  where the old ||M v|| formulation differed by 3-12 %)."""
+  x = RNG.standard_normal((6, 9))
+  mat = x @ x.T / 9 if kind == "covariance" else RNG.standard_normal((6, 6))
+  weight = RNG.standard_normal(6) if start == "normal" else np.ones(6)
+  want = _dropcov_svpn(mat, weight, 0.5, iters, k)
   with jax.enable_x64(True):
-    got = np.asarray(ops.svpn(jnp.asarray(mat)[None]))[0]
+    got = np.asarray(ops.svpn(jnp.asarray(mat)[None], num_iters=iters,
+                              num_sv=k, start=jnp.asarray(weight)))[0]
   np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-12)
 
 
