@@ -16,7 +16,9 @@ Fields (all overridable with --config.KEY=VALUE; unknown keys are errors):
                         (gcp_jax.train.pretrained; --mode=eval evaluates it)
   init_from_ignore      regexes of arrays not taken from init_from (fresh
                         init instead), e.g. ("head/fc/.*",) for new classes
-  init_from_drop_background  MindSpore 1001-way heads: drop class 0
+  init_from_extra_class  MindSpore 1001-way heads: "last" drops output 1000
+                         (the seed's image-folder labels), "first" drops
+                         output 0 (background), "keep" keeps all
   learning_rate         base LR, used as given (never rescaled silently)
   optimizer             `gcp_jax.train.optim.create_optimizer`
   schedule              `gcp_jax.train.schedules.create_lr_schedule`
@@ -54,7 +56,7 @@ def base_config() -> ml_collections.ConfigDict:
   config.data = default_data_config()
   config.init_from = ""
   config.init_from_ignore = ()
-  config.init_from_drop_background = True
+  config.init_from_extra_class = "last"
   config.learning_rate = 0.1
   config.optimizer = ml_collections.ConfigDict({
       "name": "sgd", "momentum": 0.9, "nesterov": False,

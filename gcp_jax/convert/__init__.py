@@ -21,6 +21,7 @@ Modules, one job each:
 """
 
 from gcp_jax.convert.errors import CheckpointFormatError
+from gcp_jax.convert.errors import ConvertOptionError
 from gcp_jax.convert.errors import MissingDependencyError
 from gcp_jax.convert.errors import WeightMappingError
 from gcp_jax.convert.export import export_state_dict
@@ -36,7 +37,8 @@ from gcp_jax.convert.mindspore_files import write_mindspore_checkpoint
 from gcp_jax.convert.torch_files import read_torch_checkpoint
 
 __all__ = [
-    "CheckpointFile", "CheckpointFormatError", "ImportReport",
+    "CheckpointFile", "CheckpointFormatError", "ConvertOptionError",
+    "ImportReport",
     "MissingDependencyError", "WeightMappingError", "detect_format",
     "export_state_dict", "fit_checkpoint", "load_pretrained",
     "read_checkpoint", "read_mindspore_checkpoint", "read_torch_checkpoint",

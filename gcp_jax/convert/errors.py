@@ -12,5 +12,10 @@ class MissingDependencyError(GcpJaxError, ImportError):
   """Reading or writing this format needs a package that is not installed."""
 
 
+class ConvertOptionError(GcpJaxError, ValueError):
+  """An option of the converter that has no meaning (the message lists the
+  valid values)."""
+
+
 class WeightMappingError(GcpJaxError, ValueError):
   """The file's arrays do not fit the model (architecture, head, d, classes)."""

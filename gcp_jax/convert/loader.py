@@ -17,7 +17,7 @@ Every template leaf is either loaded from the file or listed in
 unless each matches an `ignore` pattern.
 
 What is converted: names (`gcp_jax.convert.naming`), layouts
-(`gcp_jax.convert.layout`), the MindSpore 1001-way head (background class
+(`gcp_jax.convert.layout`), the MindSpore 1001-way head (extra class
 dropped or kept), and the BatchNorm epsilon: gcp-jax uses 1e-5, so a file
 trained with another epsilon gets `var + (eps_file - 1e-5)`, which makes
 `(x - mean) / sqrt(var + eps)` identical.
@@ -77,7 +77,7 @@ class ImportReport:
     unexpected: file entries that fit no template leaf (all ignored).
     mismatched: 'path: file shape vs model shape' (all ignored).
     skipped: file entries deliberately not imported (optimizer state,
-      `num_batches_tracked`, the background class).
+      `num_batches_tracked`, the extra class of a MindSpore head).
     notes: value changes besides layout (BN epsilon), and caveats.
   """
   path: str
@@ -175,7 +175,7 @@ def _matches(patterns: Sequence[str], *keys: str | None) -> bool:
 
 
 def _read(path: str, fmt: str, rename: Sequence[tuple[str, str]],
-          drop_background_class: bool, bn_epsilon: float | None):
+          extra_class: str, bn_epsilon: float | None):
   """-> ([(canonical, file name, array)], skipped, {BN module: eps})."""
   if fmt == "pytorch":
     raw = torch_files.read_torch_checkpoint(path)
@@ -187,8 +187,7 @@ def _read(path: str, fmt: str, rename: Sequence[tuple[str, str]],
     named, skipped = naming.canonical_from_torch(raw)
     eps = {}
   else:
-    named, skipped = naming.canonical_from_mindspore(raw,
-                                                     drop_background_class)
+    named, skipped = naming.canonical_from_mindspore(raw, extra_class)
     eps = naming.mindspore_bn_epsilons([c for c, _, _ in named])
   if bn_epsilon is not None:
     eps = {c.removesuffix(".running_var"): bn_epsilon for c, _, _ in named
@@ -240,19 +239,19 @@ class CheckpointFile:
     named: [(canonical name, name in the file, numpy array)].
     skipped: file entries deliberately not imported.
     eps: {canonical BatchNorm module: the epsilon the file was trained with}.
-    drop_background_class: whether a MindSpore 1001-way classifier lost
-      output 0 when read.
+    extra_class: which output of a MindSpore 1001-way classifier was
+      dropped when read ("last", "first") or "keep".
   """
   path: str
   format: str
   named: naming.Named
   skipped: tuple[str, ...]
   eps: dict[str, float]
-  drop_background_class: bool
+  extra_class: str
 
 
 def read_checkpoint(path: str | os.PathLike, *,
-                    drop_background_class: bool = True,
+                    extra_class: str = "last",
                     format: str = "auto",  # pylint: disable=redefined-builtin
                     bn_epsilon: float | None = None,
                     rename: Sequence[tuple[str, str]] = ()
@@ -267,15 +266,14 @@ def read_checkpoint(path: str | os.PathLike, *,
   path = os.fspath(path)
   if format not in FORMATS:
     raise ValueError(f"format must be one of {FORMATS}, got {format!r}.")
+  naming.check_extra_class(extra_class)
   if format == "auto":
     fmt = detect_format(path)
   else:
     _first_bytes(path)
     fmt = format
-  named, skipped, eps = _read(path, fmt, rename, drop_background_class,
-                              bn_epsilon)
-  return CheckpointFile(path, fmt, named, tuple(skipped), eps,
-                        drop_background_class)
+  named, skipped, eps = _read(path, fmt, rename, extra_class, bn_epsilon)
+  return CheckpointFile(path, fmt, named, tuple(skipped), eps, extra_class)
 
 
 def fit_checkpoint(checkpoint: CheckpointFile, template: Any, *,
@@ -284,7 +282,7 @@ def fit_checkpoint(checkpoint: CheckpointFile, template: Any, *,
   file to the template's paths and layouts and checks them (see there for
   `template`, `ignore`, the result and `WeightMappingError`)."""
   path, fmt, eps = checkpoint.path, checkpoint.format, checkpoint.eps
-  drop_background_class = checkpoint.drop_background_class
+  extra_class = checkpoint.extra_class
   named, skipped = checkpoint.named, checkpoint.skipped
   converted, unmapped, bad_rank, shifted = _convert(named, eps)
 
@@ -311,7 +309,7 @@ def fit_checkpoint(checkpoint: CheckpointFile, template: Any, *,
     raise WeightMappingError(_mismatch_message(
         path, fmt, file_arch, architecture.describe(shapes), open_missing,
         open_unexpected, open_mismatched, shapes, ignore,
-        drop_background_class))
+        extra_class))
 
   leaves = []
   for p, (_, leaf) in zip(paths, flat):
@@ -332,13 +330,13 @@ def fit_checkpoint(checkpoint: CheckpointFile, template: Any, *,
       mismatched=tuple(f"{p}: file {mismatched[p]} vs model {shapes[p]}"
                        for p in mismatched),
       skipped=tuple(skipped),
-      notes=_notes(fmt, file_arch, shifted, eps, drop_background_class))
+      notes=_notes(fmt, file_arch, shifted, eps, extra_class))
   return jax.tree_util.tree_unflatten(treedef, leaves), report
 
 
 def load_pretrained(path: str | os.PathLike, template: Any, *,
                     ignore: Sequence[str] = (),
-                    drop_background_class: bool = True,
+                    extra_class: str = "last",
                     format: str = "auto",  # pylint: disable=redefined-builtin
                     bn_epsilon: float | None = None,
                     rename: Sequence[tuple[str, str]] = ()
@@ -353,9 +351,11 @@ def load_pretrained(path: str | os.PathLike, template: Any, *,
     ignore: regexes for problems to accept; each is matched in full against
       a gcp-jax path or file name, or any tail of one after '/' or '.'
       (`'head/fc/.*'` or `'fc/.*'`: leave the classifier to a fresh init).
-    drop_background_class: MindSpore files only: drop output 0 of the
-      1001-way classifier (keeping classes 1..1000 in order); False keeps
-      all 1001 outputs.
+    extra_class: MindSpore files only, the 1001st output of an ImageNet
+      classifier: "last" drops output 1000 (the seed's and MindSpore's
+      model zoo ResNets, trained on image-folder labels 0..999), "first"
+      drops output 0 (a background class, labels 1..1000), "keep" keeps
+      all 1001.
     format: 'auto' (from the first bytes), 'pytorch' or 'mindspore'.
     bn_epsilon: BatchNorm epsilon the file was trained with; None = the
       format's default (PyTorch 1e-5; MindSpore model zoo: 1e-4, except 1e-5
@@ -375,7 +375,7 @@ def load_pretrained(path: str | os.PathLike, template: Any, *,
       e.g. a ResNet-18 file for a ResNet-50 model.
   """
   checkpoint = read_checkpoint(
-      path, drop_background_class=drop_background_class, format=format,
+      path, extra_class=extra_class, format=format,
       bn_epsilon=bn_epsilon, rename=rename)
   return fit_checkpoint(checkpoint, template, ignore=ignore)
 
@@ -386,7 +386,7 @@ def _unexpected_text(source: str, path: str | None) -> str:
 
 def _notes(fmt: str, file_arch: architecture.Architecture | None,
            shifted: int, eps: dict[str, float],
-           drop_background_class: bool) -> tuple[str, ...]:
+           extra_class: str) -> tuple[str, ...]:
   notes = []
   if shifted:
     values = ", ".join(f"{e:g}" for e in sorted(set(eps.values())))
@@ -394,9 +394,11 @@ def _notes(fmt: str, file_arch: architecture.Architecture | None,
                  f"{naming.GCP_JAX_BN_EPSILON:g}) (file epsilons: {values}) "
                  f"so that normalisation is unchanged")
   if fmt == "mindspore":
-    notes.append("classifier output 0 (background) dropped" if
-                 drop_background_class else
-                 "classifier kept with all outputs (class 0 = background)")
+    notes.append({
+        "last": "classifier output 1000 (never a training target of an "
+                "image-folder 1001-way head) dropped",
+        "first": "classifier output 0 (background) dropped",
+        "keep": "classifier kept with all outputs"}[extra_class])
     if file_arch and file_arch.bottleneck:
       notes.append("MindSpore Bottleneck ResNets pad stride-2 convolutions "
                    "and the max-pool asymmetrically ('same'): build the "
@@ -411,7 +413,7 @@ def _mismatch_message(
     unexpected: list[tuple[str, str | None]],
     mismatched: dict[str, tuple[int, ...]],
     shapes: dict[str, tuple[int, ...]], ignore: Sequence[str],
-    drop_background_class: bool) -> str:
+    extra_class: str) -> str:
   """Names the problem (wrong architecture or which arrays), the arrays not
   covered by `ignore` (first SHOWN of each kind and the count) and the
   fix."""
@@ -438,13 +440,18 @@ def _mismatch_message(
     head = f"{path} does not fit the model."
     only_fc = all(_matches([FC_PATTERN], p) for p in
                   list(missing) + list(mismatched)) and not unexpected
-    background = 1 if drop_background_class else -1
+    kept = extra_class == "keep"
     if (only_fc and fmt == "mindspore" and file_arch is not None
-        and file_arch.num_classes == model_arch.num_classes - background):
-      done = "dropped" if drop_background_class else "kept"
-      fix = (f"Fix: pass drop_background_class={not drop_background_class}"
-             f" (MindSpore ImageNet heads have 1001 outputs, class 0 = "
-             f"background, which was {done}).")
+        and model_arch.num_classes == file_arch.num_classes
+        + (-1 if kept else 1)):
+      if kept:
+        fix = ('Fix: pass extra_class="last" (MindSpore ImageNet heads have '
+               '1001 outputs for 1000 classes; "first" if output 0 is a '
+               'background class).')
+      else:
+        fix = (f'Fix: pass extra_class="keep" to keep all '
+               f'{file_arch.num_classes + 1} outputs (extra_class='
+               f'"{extra_class}" dropped one).')
     elif only_fc and file_arch and file_arch.num_classes is not None:
       fix = (f"Fix: to fine-tune on {model_arch.num_classes} classes, pass "
              f"ignore=('{FC_PATTERN}',) and take the classifier from a fresh "

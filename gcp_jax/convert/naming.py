@@ -36,6 +36,8 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+from gcp_jax.convert.errors import ConvertOptionError
+
 # gcp-jax's BatchNorm epsilon (gcp_jax.models.layers.batch_norm), PyTorch's
 # default.
 GCP_JAX_BN_EPSILON = 1e-5
@@ -116,16 +118,31 @@ def canonical_from_torch(state: Mapping[str, np.ndarray]
   return out, skipped
 
 
+# What to do with the 1001st output of a MindSpore ImageNet classifier.
+EXTRA_CLASS = ("last", "first", "keep")
+
+
+def check_extra_class(extra_class: str) -> None:
+  """Raises ValueError unless `extra_class` is one of `EXTRA_CLASS`."""
+  if extra_class not in EXTRA_CLASS:
+    raise ConvertOptionError(
+        f"extra_class (config: init_from_extra_class) must be one of "
+        f"{EXTRA_CLASS}, got {extra_class!r}.")
+
+
 def canonical_from_mindspore(state: Mapping[str, np.ndarray],
-                             drop_background_class: bool
+                             extra_class: str = "last"
                              ) -> tuple[Named, list[str]]:
   """MindSpore checkpoint names -> canonical names.
 
   Args:
     state: {tag: array} of the `.ckpt`.
-    drop_background_class: drop output 0 of the classifier (the MindSpore
-      ImageNet heads have 1001 outputs, class 0 = background), keeping
-      outputs 1.. in order.
+    extra_class: the MindSpore ImageNet heads have 1001 outputs for 1000
+      classes. "last" drops output 1000: the seed's training (and MindSpore's
+      model zoo ResNets) read ImageNet as an image folder with labels
+      0..999, so output i is class i and output 1000 is never a target.
+      "first" drops output 0 (a TF-slim-style background class, labels
+      1..1000); "keep" keeps all 1001.
 
   Returns:
     ([(canonical, tag, array)], [skipped tags]): optimizer state, strings
@@ -142,9 +159,13 @@ def canonical_from_mindspore(state: Mapping[str, np.ndarray],
       continue
     for pattern, repl in MINDSPORE_RENAMES:
       name = re.sub(pattern, repl, name)
-    if drop_background_class and name in ("fc.weight", "fc.bias"):
-      array = array[1:]
-      skipped.append(f"{tag}[0] (background class)")
+    if extra_class != "keep" and name in ("fc.weight", "fc.bias"):
+      if extra_class == "last":
+        array = array[:-1]
+        skipped.append(f"{tag}[-1] (unused extra class)")
+      else:
+        array = array[1:]
+        skipped.append(f"{tag}[0] (background class)")
     out.append((name, tag, array))
   return out, skipped
 

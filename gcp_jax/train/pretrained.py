@@ -43,7 +43,7 @@ def read_init_from(config: ml_collections.ConfigDict) -> CheckpointFile:
       installed for a PyTorch file.
   """
   return read_checkpoint(
-      config.init_from, drop_background_class=config.init_from_drop_background)
+      config.init_from, extra_class=config.init_from_extra_class)
 
 
 def check_padding(checkpoint: CheckpointFile, model: nn.Module) -> None:

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from gcp_jax.convert import CheckpointFormatError
+from gcp_jax.convert import ConvertOptionError
 from gcp_jax.convert import MissingDependencyError
 from gcp_jax.convert import WeightMappingError
 from gcp_jax.convert import load_pretrained
@@ -207,7 +208,7 @@ def test_torch_not_installed(tmp_path, monkeypatch):
     load_pretrained(path, template)
 
 
-def test_mindspore_background_class_hint(tref, tmp_path):
+def test_mindspore_extra_class_hints(tref, tmp_path):
   torch_model = tref.build("resnet_tiny", 1001, head="isqrt", width=8,
                            small_input=True, dim=16)
   state = {k: v.numpy() for k, v in torch_model.state_dict().items()}
@@ -216,9 +217,18 @@ def test_mindspore_background_class_hint(tref, tmp_path):
       tref.mindspore_names(state, np.random.default_rng(0)), path)
   _, template = helpers.model_and_template("resnet_tiny_isqrt", 1001, 16)
   with pytest.raises(WeightMappingError,
-                     match=r"Fix: pass drop_background_class=False \("
-                           r"MindSpore ImageNet heads have 1001 outputs"):
+                     match=r'Fix: pass extra_class="keep" to keep all 1001 '
+                           r'outputs \(extra_class="last" dropped one\)'):
     load_pretrained(path, template)
+  _, template = helpers.model_and_template("resnet_tiny_isqrt", 1000, 16)
+  with pytest.raises(WeightMappingError,
+                     match=r'Fix: pass extra_class="last" \(MindSpore '
+                           r'ImageNet heads have 1001 outputs'):
+    load_pretrained(path, template, extra_class="keep")
+  with pytest.raises(ConvertOptionError,
+                     match=r"init_from_extra_class\) must be one of "
+                           r"\('last', 'first', 'keep'\), got 'background'"):
+    load_pretrained(path, template, extra_class="background")
 
 
 def test_two_file_entries_for_one_leaf(tref, tmp_path):

@@ -52,11 +52,13 @@ def test_write_read_round_trip_with_slices_and_scalars(tmp_path):
     np.testing.assert_array_equal(read[name], array)
 
 
-@pytest.mark.parametrize("drop_background_class", [True, False])
+@pytest.mark.parametrize("extra_class", ["last", "first", "keep"])
 def test_mindspore_checkpoint_logits_match_reference(tref, tmp_path,
-                                                     drop_background_class):
+                                                     extra_class):
   """A 1001-class MindSpore-named BasicBlock network with MindSpore's BN
-  epsilons (1e-4, 1e-5 on stem and shortcuts) and optimizer state."""
+  epsilons (1e-4, 1e-5 on stem and shortcuts) and optimizer state; the
+  1001st output dropped at the end (the seed's image-folder labels), at the
+  start (a background class) or kept."""
   size = 16
   torch_model = tref.randomize(
       tref.build("resnet_tiny", 1001, head="isqrt",
@@ -66,15 +68,15 @@ def test_mindspore_checkpoint_logits_match_reference(tref, tmp_path,
   write_mindspore_checkpoint(
       tref.mindspore_names(state, np.random.default_rng(0)), path)
 
-  classes = 1000 if drop_background_class else 1001
+  classes = 1001 if extra_class == "keep" else 1000
   model, template = helpers.model_and_template("resnet_tiny_isqrt", classes,
                                                size)
-  variables, report = load_pretrained(
-      path, template, drop_background_class=drop_background_class)
+  variables, report = load_pretrained(path, template,
+                                      extra_class=extra_class)
   images = helpers.random_images(size)
   expected = tref.logits(torch_model, images)
-  if drop_background_class:
-    expected = expected[:, 1:]
+  expected = {"last": expected[:, :-1], "first": expected[:, 1:],
+              "keep": expected}[extra_class]
   helpers.assert_logits_close(helpers.jax_logits(model, variables, images),
                               expected)
   assert report.format == "mindspore" and not report.not_loaded
@@ -98,7 +100,7 @@ def test_mindspore_bottleneck_names_and_epsilon(tref, tmp_path):
   _, template = helpers.model_and_template("resnet50_isqrt", 1001, 16,
                                            width=8, dim=16)
   from_ms, report = load_pretrained(ms_path, template,
-                                    drop_background_class=False)
+                                    extra_class="keep")
   from_pt, _ = load_pretrained(pt_path, template)
   assert any("asymmetrically" in n for n in report.notes)
   for (path, a), b in zip(helpers.flat(from_ms).items(),
@@ -129,7 +131,7 @@ def test_mindspore_resnet50_logits_match_with_same_padding(tref, tmp_path,
     model, template = helpers.model_and_template(
         "resnet50_isqrt", 1001, size, width=8, dim=16, padding=padding)
     variables, _ = load_pretrained(path, template,
-                                   drop_background_class=False)
+                                   extra_class="keep")
     got = helpers.jax_logits(model, variables, images)
     errors[padding] = np.abs(got - expected).max() / np.abs(expected).max()
   assert errors["same"] <= helpers.RELATIVE_TOLERANCE, errors
