@@ -101,7 +101,7 @@ def main(argv: list[str]) -> None:
                jax.process_index(), jax.process_count(), jax.local_devices())
   os.makedirs(workdir, exist_ok=True)
   if FLAGS.mode == "probe":
-    from gcp_jax.analysis.descriptor_probe import format_results, run_probe
+    from gcp_jax.studies.descriptor_probe import format_results, run_probe
     results = run_probe(config)
     _write_json(os.path.join(workdir, "probe_results.json"),
                 {"config": config.to_dict(),

@@ -1,6 +1,5 @@
 """Analyses built on the library: probes, landscapes, Hessian spectra.
 
-  descriptor_probe   linear probe of second-order descriptors on fixed features
   gradient_probe     loss / gradient change along the activation gradient
                      (GCP_Optimization's Lipschitzness probe, METHOD 8)
   directions         filter-normalised directions in weight space

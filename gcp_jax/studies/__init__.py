@@ -7,6 +7,8 @@ and measure them with `gcp_jax.analysis`, for the notebooks.
   summary        the numbers the study reports: probe bands, landscape
                  rise, the summary table
   plots          matplotlib figures of those results, saved as PNG
+  descriptor_probe  linear probe of second-order descriptors of the digits'
+                 patches (`main.py --mode=probe`, configs/digits_probe.py)
 
 This is the top layer: it imports `gcp_jax.train` and `gcp_jax.analysis`;
 nothing in the package imports it.
