@@ -105,6 +105,8 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 
+# On a GPU JAX would reserve 75 % of its memory; torch runs in this process.
+os.environ.setdefault("XLA_PYTHON_CLIENT_MEM_FRACTION", "0.5")
 # Before numpy / scipy / jax load OpenBLAS (see "How it is timed").
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(
