@@ -69,6 +69,8 @@ def _keep_freed_memory() -> None:
   CPU-only JAX, and no malloc tunable of the user's)."""
   from gcp_jax import allocator, backend
   if not backend.keep_freed_memory_wanted():
+    if allocator.cpu_only_jax():   # then GLIBC_TUNABLES chose malloc's setup
+      logging.info("GLIBC_TUNABLES sets malloc; gcp_jax.allocator not used.")
     return
   if allocator.keep_freed_memory():
     logging.info("glibc keeps freed memory (gcp_jax.allocator).")

@@ -14,9 +14,10 @@ LRnorm: 100 epochs, x0.1 every 30; LRfast: 30 epochs, 0.1 (1 - (e - 1)/52)^11;
 LRadju: 50 epochs, 0.1 (1 - (e - 1)/49)^2, with e the 0-based epoch as the
 reference code evaluates them (so epoch 0 runs at 0.1233 / 0.1041). The
 papers' 1-based formula: --config.schedule.reference_epoch_artefact=False
-(then LRadju fits 49 epochs: --config.num_epochs=49). ImageNet is read with tfds from data_dir (prepare it with tfds's
-manual download: put the ILSVRC2012 tars into DATA_DIR/downloads/manual and
-run `tfds build imagenet2012 --data_dir=DATA_DIR`), or set
+(then LRadju fits 49 epochs: --config.num_epochs=49). ImageNet is read with
+tfds from data_dir (prepare it with tfds's manual download: put the
+ILSVRC2012 tars into DATA_DIR/downloads/manual and run
+`tfds build imagenet2012 --data_dir=DATA_DIR`), or set
 --config.data.name=image_folder for a root/{train,val}/CLASS/IMG folder.
 
 Expected single-crop top-1 (%) from the papers' READMEs (METHOD 7):

@@ -123,7 +123,8 @@ EXTRA_CLASS = ("last", "first", "keep")
 
 
 def check_extra_class(extra_class: str) -> None:
-  """Raises ValueError unless `extra_class` is one of `EXTRA_CLASS`."""
+  """Raises ConvertOptionError unless `extra_class` is one of
+  `EXTRA_CLASS`."""
   if extra_class not in EXTRA_CLASS:
     raise ConvertOptionError(
         f"extra_class (config: init_from_extra_class) must be one of "
