@@ -21,12 +21,12 @@ Expected top-1 (%): DeiT-S 79.8, DeiT-S + DropCov 82.4 (DropCov README; its
 tokenizer is a conv stem, ours the DeiT patch embedding).
 """
 
-from configs.common import base_config, use_imagenet
+from configs.common import base_config, model_config, use_imagenet
 
 
 def get_config(arg: str = "deit_s_dropcov"):
   config = base_config()
-  config.model = arg
+  config.model = model_config(arg)
   use_imagenet(config, 1024)
   config.learning_rate = 1e-3
   config.optimizer.name = "adamw"
@@ -45,5 +45,5 @@ def get_config(arg: str = "deit_s_dropcov"):
   config.ema_decay = 0.99996
   config.best_metric = "ema_top1"
   config.num_epochs = 310
-  config.model_overrides.drop_path_rate = 0.1
+  config.model.backbone_options.drop_path_rate = 0.1
   return config

@@ -41,7 +41,7 @@ Expected single-crop top-1 (%) from the papers' READMEs (METHOD 7):
 Wall time: not measured here (no GPU); one epoch is 5004 steps of 256.
 """
 
-from configs.common import base_config, use_imagenet
+from configs.common import base_config, model_config, use_imagenet
 
 SCHEDULES = {"lrnorm": ("lrnorm", 100), "lrfast": ("lrfast", 30),
              "lradju": ("lradju", 50)}
@@ -56,7 +56,7 @@ def get_config(arg: str = "resnet50_isqrt_d128,lrnorm"):
         f"configs/imagenet_resnet.py expects ARCH,MODE with MODE in "
         f"{', '.join(SCHEDULES)}, got {arg!r}.") from None
   config = base_config()
-  config.model = model
+  config.model = model_config(model)
   use_imagenet(config, 256)
   config.learning_rate = 0.1
   config.optimizer.weight_decay = 1e-4

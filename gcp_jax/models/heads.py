@@ -11,17 +11,14 @@ backbone dtype (METHOD decision 4), sows its pooled vector as
 `intermediates/head/dropcov_rate`.
 """
 
-from typing import Any
-
 import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
 from gcp_jax import ops
 from gcp_jax.models import layers
+from gcp_jax.models.model_config import Options
 from gcp_jax.ops.linalg import HIGHEST
-
-Options = tuple[tuple[str, Any], ...]
 
 
 class ReductionBlock(nn.Module):
@@ -41,7 +38,6 @@ class ReductionBlock(nn.Module):
 class GAPHead(nn.Module):
   """(B, H, W, C) -> mean over H, W -> FC -> (B, num_classes)."""
   num_classes: int
-  bn_axis_name: str | None = None   # unused; uniform head signature
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
@@ -62,13 +58,14 @@ class GCPHead(nn.Module):
     representation_options: keyword arguments of its normalisation, as
       (key, value) pairs, e.g. (("num_iters", 5),). For "svpn" without a
       "start" option the head learns the start vector (`svpn_start`, (d,),
-      initialised N(0, 1)).
+      initialised N(0, 1)). `gcp_jax.models.registry` fills these from a
+      `ModelConfig`.
     bn_axis_name: mapped axis to synchronise BN statistics over, or None.
   """
   num_classes: int
-  dim: int = 256
-  representation: str = "isqrt"
-  representation_options: Options = (("num_iters", 5),)
+  dim: int
+  representation: str
+  representation_options: Options = ()
   bn_axis_name: str | None = None
 
   @nn.compact
@@ -109,7 +106,7 @@ class DropCovHead(nn.Module):
       under DataParallel.
   """
   num_classes: int
-  dim: int = 256
+  dim: int
   eca_kernel_size: int = 3
   rate_axis_name: str | None = None
   bn_axis_name: str | None = None

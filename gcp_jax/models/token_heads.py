@@ -11,17 +11,14 @@ HIGHEST-precision matmuls. Dropout masks use the 'dropout' RNG stream and are
 active in training only.
 """
 
-from typing import Any
-
 import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
 from gcp_jax import ops
 from gcp_jax.models import layers
+from gcp_jax.models.model_config import Options
 from gcp_jax.ops.linalg import HIGHEST
-
-Options = tuple[tuple[str, Any], ...]
 
 
 def _class_logits(tokens: jax.Array, num_classes: int) -> jax.Array:
@@ -44,9 +41,9 @@ class TokenGCPHead(nn.Module):
   representation (`gcp_jax.ops` registry), FC; summed with the class-token FC.
   """
   num_classes: int
-  dim: int = 64
-  representation: str = "isqrt"
-  representation_options: Options = (("num_iters", 5),)
+  dim: int
+  representation: str
+  representation_options: Options = ()
 
   @nn.compact
   def __call__(self, tokens: jax.Array, train: bool) -> jax.Array:

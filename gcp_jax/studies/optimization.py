@@ -61,10 +61,11 @@ from flax import linen as nn
 from gcp_jax.analysis import (gradient_probe, hessian, landscape, results_io,
                               spectral)
 from gcp_jax.data.pipeline import create_datasets
+from gcp_jax.models import published_config
 from gcp_jax.studies import summary
 from gcp_jax.train import loop, parallel, probe_hook
 
-# label -> registered model; the plots colour the labels GAP red, GCP blue,
+# label -> published model name; the plots colour the labels GAP red, GCP blue,
 # DropCov green
 DIGITS_MODELS = (("GAP", "resnet_tiny_gap"), ("iSQRT", "resnet_tiny_isqrt"),
                  ("DropCov", "resnet_tiny_dropcov"))
@@ -167,11 +168,11 @@ def digits_config(settings: StudySettings,
   """`base_config` with the model, size, schedule and probe of `settings`
   (see the module docstring); `base_config` is not changed."""
   config = base_config.copy_and_resolve_references()
-  config.model = model_name
-  overrides = {"width": settings.width}
-  if not model_name.endswith("_gap"):
-    overrides["dim"] = settings.dim
-  config.model_overrides = ml_collections.ConfigDict(overrides)
+  model = published_config(model_name)
+  changes = {"backbone_options": {"width": settings.width}}
+  if model.head != "gap":
+    changes["dim"] = settings.dim
+  config.model = ml_collections.ConfigDict(model.replace(**changes).as_dict())
   config.data.image_size = settings.image_size
   config.num_epochs = settings.num_epochs
   config.schedule = ml_collections.ConfigDict(

@@ -30,7 +30,8 @@ from gcp_jax.data import mixing
 from gcp_jax.data.config import DataSettings
 from gcp_jax.convert import save_pytorch_checkpoint
 from gcp_jax.errors import GcpJaxError
-from gcp_jax.models import create_model
+from gcp_jax import models
+from gcp_jax.models import ModelConfig, Runtime
 from gcp_jax.train import checkpoint as ckpt_lib
 from gcp_jax.train import parallel
 from gcp_jax.train.optim import create_optimizer
@@ -63,15 +64,25 @@ class TrainResult:
   eval_history: list[dict[str, float]]
 
 
+def model_config(config: ml_collections.ConfigDict) -> ModelConfig:
+  """`config.model` as a `ModelConfig` (an unknown key is an error)."""
+  try:
+    return models.model_config.from_mapping(config.model.to_dict())
+  except ValueError as e:
+    raise parallel.ConfigError(f"config.model: {e}") from None
+
+
 def build_model(config: ml_collections.ConfigDict, num_classes: int):
   """The configured model, with BN/DropCov reductions bound to the mesh."""
-  overrides = config.model_overrides.to_dict()   # nested ConfigDicts too
-  if config.half_precision:
-    overrides["dtype"] = jnp.bfloat16
-  overrides["bn_axis_name"] = parallel.DATA_AXIS if config.sync_bn else None
-  if config.dropcov_global_rate:
-    overrides["rate_axis_name"] = parallel.DATA_AXIS
-  return create_model(config.model, num_classes, **overrides)
+  runtime = Runtime(
+      dtype=jnp.bfloat16 if config.half_precision else jnp.float32,
+      bn_axis_name=parallel.DATA_AXIS if config.sync_bn else None,
+      rate_axis_name=(parallel.DATA_AXIS if config.dropcov_global_rate
+                      else None))
+  try:
+    return models.build_model(model_config(config), num_classes, runtime)
+  except ValueError as e:
+    raise parallel.ConfigError(f"config.model: {e}") from None
 
 
 def _initial_state(config, model, tx, image_size: int,
@@ -212,7 +223,7 @@ def _setup(config, workdir):
                                 steps_per_epoch, config.num_epochs)
   tx = create_optimizer(config.optimizer, schedule)
   checkpoints = ckpt_lib.Checkpoints(workdir, config.keep_checkpoints)
-  meta = {"model": config.model, "steps_per_epoch": steps_per_epoch,
+  meta = {"model": model_config(config).as_dict(), "steps_per_epoch": steps_per_epoch,
           "num_classes": datasets.info.num_classes}
   if checkpoint_file is not None:
     variables, _ = pretrained_variables(checkpoint_file, config, model,
