@@ -17,14 +17,14 @@ import re
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-METHOD = ROOT / "docs" / "method.md"
-DESIGN = ROOT / "docs" / "design.md"
+SECTIONS_DOC = ROOT / "docs" / "method.md"
+DECISIONS_DOC = ROOT / "docs" / "design.md"
 SKIPPED_DIRS = {"__pycache__", "node_modules", "build", "dist"}
 
 SECTION = re.compile(r"§\s*(\d+(?:\.\d+)*)")
 # "method.md" followed by a run of section numbers, separators and items:
 # "method.md §2.4, §7.1", "method.md §11, item 5", "method.md §4.2, §4.4".
-METHOD_RUN = re.compile(
+CITATION_RUN = re.compile(
     r"method\.md((?:[\s#,;]|and\b|items?\s+[\d\u2013-]+|§\s*\d+(?:\.\d+)*)*)")
 # "design.md, 'A'" or "design.md, 'A' and 'B'" (across lines and comments).
 DESIGN_RUN = re.compile(
@@ -57,7 +57,7 @@ def cited_sections(text: str, every_section: bool) -> list[str]:
   a run right after "method.md"."""
   if every_section:
     return SECTION.findall(text)
-  return [s for run in METHOD_RUN.findall(text) for s in SECTION.findall(run)]
+  return [s for run in CITATION_RUN.findall(text) for s in SECTION.findall(run)]
 
 
 def cited_design_headings(text: str) -> list[str]:
@@ -90,8 +90,8 @@ def _repository_files():
 
 @pytest.fixture(scope="module")
 def targets():
-  return (method_sections(METHOD.read_text(encoding="utf-8")),
-          design_headings(DESIGN.read_text(encoding="utf-8")))
+  return (method_sections(SECTIONS_DOC.read_text(encoding="utf-8")),
+          design_headings(DECISIONS_DOC.read_text(encoding="utf-8")))
 
 
 def test_docs_have_numbered_sections_and_headings(targets):
@@ -105,7 +105,7 @@ def test_every_citation_names_an_existing_heading(targets):
   problems, checked = [], 0
   for path in _repository_files():
     text = path.read_text(encoding="utf-8", errors="replace")
-    every_section = path.suffix != ".md" or path == METHOD
+    every_section = path.suffix != ".md" or path == SECTIONS_DOC
     checked += len(cited_sections(text, every_section))
     checked += len(cited_design_headings(text))
     problems += [f"{path.relative_to(ROOT)}: {c}" for c in
