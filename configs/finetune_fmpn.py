@@ -14,7 +14,7 @@ DropCov `.pth(.tar)` or a MindSpore `.ckpt` of the same architecture
 (`init_from_ignore = ("head/fc/.*",)`), everything else, the reduction
 block included, comes from the file.
 
-Recipe (METHOD 6.2, fast-MPN-COV `finetune/finetune.sh`): 448 px input
+Recipe (docs/method.md §8.5, fast-MPN-COV `finetune/finetune.sh`): 448 px input
 (train: resize short side 448, centre crop 448, random flip; eval: the same
 crop and its mirror image, logits averaged), batch 10, SGD momentum 0.9,
 weight decay 1e-3 on all parameters, LR 1.2e-3 constant for 100 epochs,

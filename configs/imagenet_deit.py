@@ -4,10 +4,10 @@ Command (ARCH: deit_s_dropcov (default), deit_t_dropcov, deit_s_cls, ...):
   python main.py --config configs/imagenet_deit.py:deit_s_dropcov \\
       --config.data.data_dir=/path/to/tfds --workdir /runs/deit_s_dropcov
 
-Recipe (METHOD 6.5, timm 0.4.12): AdamW (decoupled weight decay 0.03, no
-decay on 1-D parameters and biases: timm's filter_bias_and_bn), LR 1e-3 for
-batch 1024, cosine per epoch after 5 warm-up epochs from 1e-6 to a minimum
-of 1e-5, 300 epochs + 10 cooldown, stochastic depth 0.1, Inception crops +
+Recipe (docs/method.md §8.5, timm 0.4.12): AdamW (decoupled weight decay 0.03,
+no decay on 1-D parameters and biases: timm's filter_bias_and_bn), LR 1e-3 for
+batch 1024, cosine per epoch after 5 warm-up epochs from 1e-6 to a minimum of
+1e-5, 300 epochs + 10 cooldown, stochastic depth 0.1, Inception crops +
 flip at 224, RandAugment rand-m9-mstd0.5-inc1, random erasing 0.25 (pixel
 mode), mixup 0.8 / CutMix 1.0 (batch mode, switch probability 0.5) with
 label smoothing 0.1 folded into the soft targets, and a weight EMA (decay

@@ -1,6 +1,6 @@
 """Every training config loads, validates and builds (no data, no weights).
 
-The recipes' key numbers are checked against METHOD.md section 6.
+The recipes' key numbers are checked against docs/method.md §8.
 """
 
 import importlib

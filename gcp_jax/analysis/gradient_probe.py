@@ -1,6 +1,7 @@
 """Loss stability and gradient predictiveness along the activation gradient.
 
-The GCP_Optimization probe (METHOD section 8, after Santurkar et al. 2018).
+The GCP_Optimization probe (docs/method.md §10.1, after Santurkar et al.
+2018).
 The network is split into `base` (the stem of a ResNet) and `rest`. On one
 batch (x_i, y_i), i = 1..B (the GLOBAL batch, across all devices):
 

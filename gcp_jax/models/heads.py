@@ -3,11 +3,11 @@
   GAPHead      global average pooling -> FC                    (the baseline)
   GCPHead      reduction block -> covariance -> post-norm -> triu -> FC
   DropCovHead  reduction block -> [train: ECA + adaptive channel dropout]
-               -> covariance -> triu -> FC                      (METHOD 5.1)
+               -> covariance -> triu -> FC           (docs/method.md §6.1)
 
 Every head computes in float32 with HIGHEST-precision matmuls whatever the
-backbone dtype (METHOD decision 4), sows its pooled vector as
-`intermediates/head/pooled`, and DropCov sows its rate as
+backbone dtype (docs/method.md §7.1; docs/design.md, 'Precision'), sows its
+pooled vector as `intermediates/head/pooled`, and DropCov sows its rate as
 `intermediates/head/dropcov_rate`.
 """
 

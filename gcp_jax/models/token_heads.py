@@ -3,7 +3,8 @@
   ClsHead            FC on the class token (DeiT)
   TokenGCPHead       class-token FC + FC(representation(reduce(patch tokens)))
   TokenDropCovHead   class-token FC + FC(element_dropout(cross_cov(
-                       token_dropout(q), token_dropout(k))))   (METHOD 5.3)
+                       token_dropout(q), token_dropout(k))))
+                                                   (docs/method.md §6.2)
 
 The second-order heads use the N patch tokens only and add their logits to
 the class-token logits ("sum_fc" fusion). They compute in float32 with
@@ -66,8 +67,9 @@ class TokenDropCovHead(nn.Module):
   each (sample, head, token) row of Q and K is dropped with the same mask
   (rate `token_rate`, scaled by 1 / (1 - rate)): the intended token-wise
   behaviour, not the PyTorch-version-dependent `Dropout2d` on 3-D input
-  (METHOD 5.3 item 2). C_h = cross_covariance(Q, K) (w x w, all entries
-  kept), entries dropped with rate `element_rate`, flattened to H w^2, FC.
+  (docs/design.md, 'Transformer DropCov'). C_h = cross_covariance(Q, K)
+  (w x w, all entries kept), entries dropped with rate `element_rate`,
+  flattened to H w^2, FC.
 
   Attributes:
     num_classes: outputs.

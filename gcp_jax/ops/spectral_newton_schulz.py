@@ -1,8 +1,8 @@
 """The Newton-Schulz square root evaluated through an eigendecomposition.
 
-N coupled Newton-Schulz steps (`newton_schulz.py`, METHOD section 2.1) compute
-a fixed matrix polynomial of A. With Y_0 = A and Z_0 = I, induction on k
-gives Y_k = A Z_k, hence T_k = (3I - A Z_{k-1}^2) / 2 and
+N coupled Newton-Schulz steps (`newton_schulz.py`, docs/method.md §3.1) compute
+a fixed matrix polynomial of A. With Y_0 = A and Z_0 = I, induction on k gives
+Y_k = A Z_k, hence T_k = (3I - A Z_{k-1}^2) / 2 and
 
     Y_N = p_N(A),   p_N(a) = a z_N(a),
     z_0 = 1,   z_k = z_{k-1} (3 - a z_{k-1}^2) / 2,                        (1)

@@ -1,4 +1,4 @@
-"""GAP vs GCP vs DropCov under the optimization analyses (METHOD 8).
+"""GAP vs GCP vs DropCov under the optimization analyses (docs/method.md §10).
 
 What notebooks/loss_landscape.ipynb calls, in order:
 

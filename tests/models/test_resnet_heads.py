@@ -66,7 +66,7 @@ def _train_forward(model, variables, x, key):
 
 def test_dropcov_rate_matches_numpy():
   """Rate from the sown intermediates vs a float64 numpy computation of
-  METHOD 5.1 on the same reduced features and ECA kernel."""
+  docs/method.md §6.1 on the same reduced features and ECA kernel."""
   model, variables = _init("resnet_tiny_dropcov", _images())
   x = _images()
   _, state = model.apply(variables, x, True, rngs={"dropout": jax.random.key(1)},
