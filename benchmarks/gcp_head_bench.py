@@ -56,16 +56,16 @@ How it is timed
 
   OPENBLAS_NUM_THREADS is set to 1 unless already set: jax's CPU `eigh`
   calls LAPACK from scipy's bundled OpenBLAS, whose worker threads busy-wait
-  after each call and take a core from the XLA calls that follow. Measured
-  at B = 8, interleaved with the eig head: library head 75.3 ms and matmul
-  219 GFLOP/s with OpenBLAS's default 2 threads, 46.5 ms and 340 GFLOP/s with
-  1 thread (and the eig head itself 58.2 -> 40.9 ms). Torch uses MKL and is
+  after each call and take a core from the XLA calls that follow, slowing
+  the heads timed after an eig call (measurements: benchmarks/RESULTS.md,
+  "Where the time goes, and what would speed it up"). Torch uses MKL and is
   not affected.
 
   Peak memory is `memory_analysis()` of the compiled JAX
   function: argument + output + temp sizes. (Its `peak_memory_in_bytes` field
-  is not used: on the CPU backend of jax 0.10.2 it leaves out the temp buffer,
-  e.g. 20.4 MiB against 174 MiB of temps for the head at B = 32.)
+  is not used: on the CPU backend of jax 0.10.2 it leaves out the temp
+  buffer; benchmarks/RESULTS.md, "Where the time goes, and what would speed
+  it up".)
 
 FLOP count (multiply-add = 2 FLOPs; per sample; C = 256, M = 196, N = 5)
   covariance forward   Xc^T Xc, (C x M)(M x C):               2 M C^2

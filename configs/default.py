@@ -11,7 +11,7 @@ BasicBlock stages (strides 1, 2, 2, 1: an 8 x 8 last map, M = 64) -> 1x1
 reduction to d = 32 -> covariance -> iSQRT (5 Newton-Schulz iterations) ->
 triu (528-d) -> FC. SGD momentum 0.9, coupled weight decay 5e-4, LR 0.1
 with steps at epochs 20 and 26, 30 epochs of batch 64. Results measured
-with this command are in README.md.
+with this command are in benchmarks/RESULTS.md ("Default run").
 """
 
 from configs.common import base_config, model_config

@@ -34,7 +34,7 @@ from gcp_jax.ops.spectral_newton_schulz import newton_schulz_eigh
 DEFAULT_TRACE_FLOOR = 1e-20
 
 # How Y_N is evaluated: the matrix iteration, or the same polynomial on the
-# eigenvalues (`spectral_newton_schulz.py`; faster on CPUs, slower on GPUs).
+# eigenvalues (`spectral_newton_schulz.py`; faster on CPUs).
 METHODS = ("newton_schulz", "eigh")
 
 

@@ -129,9 +129,10 @@ class StudySettings:
 PRESETS = {
     # The user setting: a few minutes on 2 CPU cores for everything. The
     # Hessian covers the head only: XLA:CPU runs convolution gradients
-    # inside loops (Lanczos, Hutchinson) some 40x slower than outside
-    # (jax-ml/jax#12868), so whole-model spectra take minutes per model on
-    # CPU; set hessian_block=None on a GPU.
+    # inside loops (Lanczos, Hutchinson) far slower than outside
+    # (jax-ml/jax#12868; benchmarks/RESULTS.md, "Loss-landscape notebook"),
+    # so whole-model spectra take minutes per model on CPU; set
+    # hessian_block=None on a GPU.
     "default": StudySettings(
         image_size=32, width=16, dim=32, num_epochs=8, lr_milestones=(6,),
         probe_every=10, num_etas=4, landscape_batches=2,

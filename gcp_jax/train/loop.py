@@ -182,8 +182,9 @@ def _checked_mesh(config):
 
   The set-up goes cheapest first: these checks, then the workdir and the
   `init_from` file, then the data (`_data_and_model`), so that a config
-  error or an unreadable file is reported in seconds, before TensorFlow
-  (~7 s of CPU to import, for tf.data) and the data set load.
+  error or an unreadable file is reported at once, before TensorFlow (slow
+  to import, for tf.data) and the data set load (measurements:
+  benchmarks/RESULTS.md, "Start-up: errors before TensorFlow").
   """
   _check_training_config(config)
   mesh = parallel.create_mesh()
