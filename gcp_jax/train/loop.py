@@ -29,9 +29,10 @@ from gcp_jax import backend
 from gcp_jax.data import mixing
 from gcp_jax.data.config import DataSettings
 from gcp_jax.convert import save_pytorch_checkpoint
-from gcp_jax.errors import GcpJaxError
+from gcp_jax.errors import ConfigError, GcpJaxError
 from gcp_jax.models import create_model
 from gcp_jax.train import checkpoint as ckpt_lib
+from gcp_jax.train.config_check import check_training_config
 from gcp_jax.train import parallel
 from gcp_jax.train.optim import create_optimizer
 from gcp_jax.train.pretrained import (check_padding, eval_variables,
@@ -152,20 +153,6 @@ def _mix_fn(config, num_classes: int):
       label_smoothing=config.label_smoothing)
 
 
-def _check_training_config(config) -> None:
-  if not 0.0 <= config.ema_decay < 1.0:
-    raise parallel.ConfigError(
-        f"config.ema_decay={config.ema_decay} must be in [0, 1) (0 = no "
-        f"weight average; DeiT's 0.99996).")
-  if config.best_metric not in ("top1", "ema_top1"):
-    raise parallel.ConfigError(
-        f"config.best_metric={config.best_metric!r}; use 'top1' or "
-        f"'ema_top1'.")
-  if config.best_metric == "ema_top1" and not config.ema_decay:
-    raise parallel.ConfigError(
-        "config.best_metric='ema_top1' needs config.ema_decay > 0.")
-
-
 def _checked_mesh(config):
   """The device mesh, after the config checks that need no data.
 
@@ -174,7 +161,7 @@ def _checked_mesh(config):
   error or an unreadable file is reported in seconds, before TensorFlow
   (~7 s of CPU to import, for tf.data) and the data set load.
   """
-  _check_training_config(config)
+  check_training_config(config)
   mesh = parallel.create_mesh()
   parallel.check_batch_size(config.data.global_batch_size, "training")
   parallel.check_batch_size(config.data.eval_batch_size, "evaluation")
@@ -190,7 +177,7 @@ def _data_and_model(config):
                              process_count=jax.process_count())
   num_classes = config.num_classes or datasets.info.num_classes
   if num_classes != datasets.info.num_classes:
-    raise parallel.ConfigError(
+    raise ConfigError(
         f"config.num_classes={config.num_classes} but the data set has "
         f"{datasets.info.num_classes} classes; set config.num_classes=0 to "
         f"take it from the data.")
@@ -227,7 +214,7 @@ def _setup(config, workdir):
     state, saved = checkpoints.restore_latest(
         _abstract_state(config, model, tx, mesh))
     if saved.get("steps_per_epoch") != steps_per_epoch:
-      raise parallel.ConfigError(
+      raise ConfigError(
           f"The checkpoint in {workdir} was trained with "
           f"{saved.get('steps_per_epoch')} steps per epoch, this config gives "
           f"{steps_per_epoch} (different batch size or data set); resuming "
@@ -397,7 +384,7 @@ def load_checkpoint(config: ml_collections.ConfigDict, workdir: str
     meta = checkpoints.latest_meta()
     num_classes = config.num_classes or meta.get("num_classes")
     if not num_classes or num_classes != meta.get("num_classes", num_classes):
-      raise parallel.ConfigError(
+      raise ConfigError(
           f"config.num_classes={config.num_classes} but the checkpoint in "
           f"{workdir} has {meta.get('num_classes', 'no recorded number of')} "
           f"classes; set config.num_classes to the number it was trained "

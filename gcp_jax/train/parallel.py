@@ -19,14 +19,10 @@ import jax
 import numpy as np
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
 
-from gcp_jax.errors import GcpJaxError
+from gcp_jax.errors import ConfigError
 
 DATA_AXIS = "data"
 PyTree = Any
-
-
-class ConfigError(GcpJaxError, ValueError):
-  """A configuration value that cannot work; the message says the fix."""
 
 
 def create_mesh() -> Mesh:

@@ -14,7 +14,7 @@ from gcp_jax.models import create_model
 from gcp_jax.train import loop
 from gcp_jax.train.probe_hook import PROBE_FILE
 from gcp_jax.train.checkpoint import CheckpointMismatchError
-from gcp_jax.train.parallel import ConfigError
+from gcp_jax.errors import ConfigError
 from tests.train.tiny import tiny_config
 
 
