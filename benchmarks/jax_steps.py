@@ -11,8 +11,7 @@ import optax
 from flax import linen as nn
 from jax.sharding import Mesh
 
-from gcp_jax import backend
-from gcp_jax.train import parallel
+from gcp_jax import backend, parallel
 from gcp_jax.train.optim import create_optimizer
 from gcp_jax.train.state import TrainState
 from gcp_jax.train.steps import make_train_step

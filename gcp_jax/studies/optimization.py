@@ -58,11 +58,12 @@ import ml_collections
 import numpy as np
 from flax import linen as nn
 
+from gcp_jax import parallel
 from gcp_jax.analysis import (gradient_probe, hessian, landscape, results_io,
                               spectral)
 from gcp_jax.data.pipeline import create_datasets
 from gcp_jax.studies import summary
-from gcp_jax.train import loop, parallel, probe_hook
+from gcp_jax.train import loop, probe_hook
 
 # label -> registered model; the plots colour the labels GAP red, GCP blue,
 # DropCov green

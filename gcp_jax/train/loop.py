@@ -25,7 +25,7 @@ import ml_collections
 import numpy as np
 from jax.experimental import multihost_utils
 
-from gcp_jax import backend
+from gcp_jax import backend, parallel
 from gcp_jax.data import mixing
 from gcp_jax.data.config import DataSettings
 from gcp_jax.convert import save_pytorch_checkpoint
@@ -33,7 +33,6 @@ from gcp_jax.errors import ConfigError, GcpJaxError
 from gcp_jax.models import create_model
 from gcp_jax.train import checkpoint as ckpt_lib
 from gcp_jax.train.config_check import check_training_config
-from gcp_jax.train import parallel
 from gcp_jax.train.optim import create_optimizer
 from gcp_jax.train.pretrained import (check_padding, eval_variables,
                                       pretrained_variables, read_init_from)
@@ -163,8 +162,8 @@ def _checked_mesh(config):
   """
   check_training_config(config)
   mesh = parallel.create_mesh()
-  parallel.check_batch_size(config.data.global_batch_size, "training")
-  parallel.check_batch_size(config.data.eval_batch_size, "evaluation")
+  parallel.check_batch_size(config.data.global_batch_size, mesh, "training")
+  parallel.check_batch_size(config.data.eval_batch_size, mesh, "evaluation")
   return mesh
 
 
