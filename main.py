@@ -85,6 +85,21 @@ def _write_json(path: str, payload: dict) -> None:
   os.replace(path + ".tmp", path)
 
 
+def _parse_flags(argv: list[str]) -> list[str]:
+  """absl's flag parsing, with one error line for an override of a config
+  key that does not exist (ml_collections raises a bare AttributeError)."""
+  try:
+    return app.parse_flags_with_usage(argv)
+  except (AttributeError, KeyError) as e:
+    key = str(e.args[0] if e.args else e).split("\n")[0].strip("\"'")
+    given = [a.split("=")[0] for a in argv if a.startswith("--config.")
+             and key in a.split("=")[0].split(".")[1:]]
+    sys.exit(f"error: {given[0] if given else key} is not a key of the "
+             f"config: --config.KEY=VALUE changes a key the config file "
+             f"sets; set a new key (e.g. an entry of "
+             f"config.model.backbone_options) in the config file.")
+
+
 def main(argv: list[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
@@ -134,7 +149,7 @@ def main(argv: list[str]) -> None:
 
 if __name__ == "__main__":
   try:
-    app.run(main)
+    app.run(main, flags_parser=_parse_flags)
   except GcpJaxError as e:  # one clear message for user errors
     print(f"error: {e}", file=sys.stderr)
     sys.exit(2)

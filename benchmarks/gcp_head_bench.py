@@ -13,9 +13,10 @@ What is measured
     * jax-autodiff: the library head (`gcp_jax.ops`), gradient by reverse-mode
       autodiff through its `lax.fori_loop`;
     * jax-custom_vjp: the same forward with `isqrt` replaced by a
-      `jax.custom_vjp` that implements the hand-written backward of METHOD
-      section 2.2 (Newton-Schulz forward saving Y_k, Z_k, Python-unrolled;
-      the trace-normalisation term vectorised over the batch);
+      `jax.custom_vjp` that implements the hand-written backward of
+      docs/method.md §3.2 (Newton-Schulz forward saving Y_k, Z_k,
+      Python-unrolled; the trace-normalisation term vectorised over the
+      batch);
     * jax-eig: `matrix_power_eig(p=0.5)` (eigh) instead of `isqrt`;
     * jax-isqrt-eigh: the library head with `method="eigh"`, the same
       function as jax-autodiff (the Newton-Schulz polynomial evaluated on the
@@ -55,16 +56,16 @@ How it is timed
 
   OPENBLAS_NUM_THREADS is set to 1 unless already set: jax's CPU `eigh`
   calls LAPACK from scipy's bundled OpenBLAS, whose worker threads busy-wait
-  after each call and take a core from the XLA calls that follow. Measured
-  at B = 8, interleaved with the eig head: library head 75.3 ms and matmul
-  219 GFLOP/s with OpenBLAS's default 2 threads, 46.5 ms and 340 GFLOP/s with
-  1 thread (and the eig head itself 58.2 -> 40.9 ms). Torch uses MKL and is
+  after each call and take a core from the XLA calls that follow, slowing
+  the heads timed after an eig call (measurements: benchmarks/RESULTS.md,
+  "Where the time goes, and what would speed it up"). Torch uses MKL and is
   not affected.
 
   Peak memory is `memory_analysis()` of the compiled JAX
   function: argument + output + temp sizes. (Its `peak_memory_in_bytes` field
-  is not used: on the CPU backend of jax 0.10.2 it leaves out the temp buffer,
-  e.g. 20.4 MiB against 174 MiB of temps for the head at B = 32.)
+  is not used: on the CPU backend of jax 0.10.2 it leaves out the temp
+  buffer; benchmarks/RESULTS.md, "Where the time goes, and what would speed
+  it up".)
 
 FLOP count (multiply-add = 2 FLOPs; per sample; C = 256, M = 196, N = 5)
   covariance forward   Xc^T Xc, (C x M)(M x C):               2 M C^2
@@ -80,10 +81,10 @@ FLOP count (multiply-add = 2 FLOPs; per sample; C = 256, M = 196, N = 5)
   is O(M C + C^2) per sample, < 0.1 %, and ignored. The count equals the dot
   FLOPs of the library's compiled HLO: 21 dot ops, of which the forward and
   backward loop bodies (3 and 6 dots) run N - 2 = 3 times, so 39 dots.
-  The hand-written backward of METHOD 2.2 needs more: 6 matmuls for the last
-  step, 10 per generic step (P and Q are recomputed), 2 for the first, i.e.
-  38 instead of 24 (50 C x C products in all instead of 36); the torch
-  reference does those 50 plus 4 C M^2 for the M x M centring matrix.
+  The hand-written backward (docs/method.md §3.2) needs more: 6 matmuls for the
+  last step, 10 per generic step (P and Q are recomputed), 2 for the first, i.e.
+  38 instead of 24 (50 C x C products in all instead of 36); the torch reference
+  does those 50 plus 4 C M^2 for the M x M centring matrix.
   GFLOP/s is reported for the library head only, from the count above; the
   other implementations are compared by time. For scale, the isqrt-eigh
   head does one M x M eigh and, per sample, 5 products of M x M x C (Gram
@@ -155,7 +156,8 @@ def _mm(a: jax.Array, b: jax.Array) -> jax.Array:
 
 
 def _ns_forward(cov: jax.Array, num_iters: int) -> tuple[jax.Array, tuple]:
-  """METHOD 2.1 for num_iters >= 2, keeping what the 2.2 backward needs."""
+  """docs/method.md §3.1 for num_iters >= 2, keeping what the §3.2 backward
+  needs."""
   i3 = 3.0 * jnp.eye(cov.shape[-1], dtype=cov.dtype)
   t = jnp.trace(cov, axis1=-2, axis2=-1)[:, None, None]
   a = cov / t
@@ -172,7 +174,8 @@ def _ns_forward(cov: jax.Array, num_iters: int) -> tuple[jax.Array, tuple]:
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(1,))
 def isqrt_handwritten(cov: jax.Array, num_iters: int) -> jax.Array:
-  """iSQRT-COV of (B, C, C) `cov` with the hand-written backward (METHOD 2.2).
+  """iSQRT-COV of (B, C, C) `cov` with the hand-written backward
+  (docs/method.md §3.2).
 
   Same forward as `gcp_jax.ops.isqrt` (no trace clamp); num_iters >= 2.
   The returned cotangent is exact on its symmetric part only.

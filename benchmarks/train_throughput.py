@@ -5,15 +5,16 @@ iSQRT-COV in gcp-jax and in an equivalent eager PyTorch model, and (2) the
 gcp-jax input pipeline, on whatever CPU it runs on.
 
 What is measured
-  1. Training step. The fast-MPN-COV ImageNet model and recipe (METHOD
-     1.2-1.4, 6.2): torchvision-topology ResNet-50 (Bottleneck with the
-     stride on the 3x3 conv, "v1.5"; layer4 at stride 1, so a 14 x 14 map at
-     224 px), reduction block 1x1 conv 2048 -> 256 + BN + ReLU, covariance
-     (M = 196), Newton-Schulz square root with N = 5, row-major upper
-     triangle (32,896-d), FC to 1000 classes: 56,929,832 parameters. One step
-     = forward in train mode (BatchNorm on batch statistics, running
-     averages updated), mean cross-entropy, backward, and the update of SGD
-     with momentum 0.9 and weight decay 1e-4 coupled into the gradient on
+  1. Training step. The fast-MPN-COV ImageNet model and recipe
+     (docs/method.md §2.4, §7.1, §7.2, §8.5): torchvision-topology
+     ResNet-50 (Bottleneck with the stride on the 3x3 conv, "v1.5"; layer4
+     at stride 1, so a 14 x 14 map at 224 px), reduction block 1x1 conv
+     2048 -> 256 + BN + ReLU, covariance (M = 196), Newton-Schulz square
+     root with N = 5, row-major upper triangle (32,896-d), FC to 1000
+     classes: 56,929,832 parameters. One step = forward in train mode
+     (BatchNorm on batch statistics, running averages updated), mean
+     cross-entropy, backward, and the update of SGD with momentum 0.9 and
+     weight decay 1e-4 coupled into the gradient on
      every parameter (PyTorch semantics), lr 0.1. Global batch 16 of
      224 x 224 x 3 float32 images, everything float32.
      * gcp-jax: the step `main.py` runs. `create_model("resnet50_isqrt",
@@ -30,7 +31,7 @@ What is measured
      * torch: the same network in eager PyTorch, `torch_reference.resnet`
        (NCHW, default contiguous layout), with the reference's op choices where
        gcp-jax differs: covariance X Ibar X^T with the M x M centring matrix
-       and `bmm`; Newton-Schulz (METHOD 2.1) as plain tensor code
+       and `bmm`; Newton-Schulz (docs/method.md §3.1) as plain tensor code
        differentiated by autograd, not the reference's hand-written
        backward `Function`; triu by an index gather;
        `nn.Linear(32896, 1000)`. Initialisation as the reference (convs

@@ -2,8 +2,12 @@
 
 Fields (all overridable with --config.KEY=VALUE; unknown keys are errors):
 
-  model                 registered name (`gcp_jax.models.model_names()`)
-  model_overrides       extra model fields, e.g. {"dim": 160}
+  model                 the network, field by field (`gcp_jax.models.
+                        ModelConfig`): backbone, head, representation, dim,
+                        num_iters, representation_options, backbone_options,
+                        head_options; e.g. --config.model.num_iters=3 or
+                        --config.model.dim=128. `model_config(NAME)` fills
+                        it from a published name such as "resnet50_isqrt"
   num_classes           0 = from the data set (must match it otherwise)
   half_precision        bf16 backbone; params and the GCP head stay float32
   sync_bn               BatchNorm statistics averaged over all devices
@@ -42,13 +46,23 @@ Fields (all overridable with --config.KEY=VALUE; unknown keys are errors):
 import ml_collections
 
 from gcp_jax.data.config import default_data_config
+from gcp_jax.models import ModelConfig, published_config
+
+
+def model_config(model: ModelConfig | str = ModelConfig()
+                 ) -> ml_collections.ConfigDict:
+  """`config.model` for a ModelConfig or a published model name
+  (`gcp_jax.models.model_names()`); every field is present, so each can
+  be overridden on the command line."""
+  if isinstance(model, str):
+    model = published_config(model)
+  return ml_collections.ConfigDict(model.as_dict())
 
 
 def base_config() -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
   config.seed = 0
-  config.model = "resnet_tiny_isqrt"
-  config.model_overrides = ml_collections.ConfigDict()
+  config.model = model_config()
   config.num_classes = 0
   config.half_precision = False
   config.sync_bn = True

@@ -11,17 +11,18 @@ BasicBlock stages (strides 1, 2, 2, 1: an 8 x 8 last map, M = 64) -> 1x1
 reduction to d = 32 -> covariance -> iSQRT (5 Newton-Schulz iterations) ->
 triu (528-d) -> FC. SGD momentum 0.9, coupled weight decay 5e-4, LR 0.1
 with steps at epochs 20 and 26, 30 epochs of batch 64. Results measured
-with this command are in README.md.
+with this command are in benchmarks/RESULTS.md ("Default run").
 """
 
-from configs.common import base_config
+from configs.common import base_config, model_config
+from gcp_jax.models import ModelConfig
 
 
 def get_config():
   config = base_config()
-  config.model = "resnet_tiny_isqrt"
-  config.model_overrides.width = 16
-  config.model_overrides.dim = 32
+  config.model = model_config(ModelConfig(
+      backbone="resnet_tiny", head="gcp", representation="isqrt", dim=32,
+      num_iters=5, backbone_options={"width": 16}))
   config.data.name = "digits"
   config.data.image_size = 32
   config.data.crop_scale_min = 0.35

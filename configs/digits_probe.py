@@ -7,7 +7,8 @@ Pools the 3 x 3 patches (+ position) of each 8 x 8 digit with every
 representation of `gcp_jax.ops` and with first-order averaging (`gap`), fits a
 logistic regression on each descriptor and writes held-out accuracies to
 `WORKDIR/probe_results.json`. About half a minute on 2 CPU cores; the numbers
-measured with this config are in README.md.
+measured with this config are in benchmarks/RESULTS.md ("Descriptor probe
+on the digits").
 """
 
 import ml_collections

@@ -14,7 +14,7 @@ DropCov `.pth(.tar)` or a MindSpore `.ckpt` of the same architecture
 (`init_from_ignore = ("head/fc/.*",)`), everything else, the reduction
 block included, comes from the file.
 
-Recipe (METHOD 6.2, fast-MPN-COV `finetune/finetune.sh`): 448 px input
+Recipe (docs/method.md §8.5, fast-MPN-COV `finetune/finetune.sh`): 448 px input
 (train: resize short side 448, centre crop 448, random flip; eval: the same
 crop and its mirror image, logits averaged), batch 10, SGD momentum 0.9,
 weight decay 1e-3 on all parameters, LR 1.2e-3 constant for 100 epochs,
@@ -26,7 +26,7 @@ Expected top-1 (%) with ResNet-50, paper / authors' reproduction (fast-MPN-COV
 README): CUB 88.1 / 88.0, Aircraft 90.0 / 90.3, Cars 92.8 / 92.3.
 """
 
-from configs.common import base_config
+from configs.common import base_config, model_config
 
 DATASETS = ("cub", "aircraft", "cars")
 
@@ -36,7 +36,7 @@ def get_config(arg: str = "cub"):
     raise ValueError(f"configs/finetune_fmpn.py: DATASET must be one of "
                      f"{', '.join(DATASETS)}, got {arg!r}.")
   config = base_config()
-  config.model = "resnet50_isqrt"
+  config.model = model_config("resnet50_isqrt")
   config.init_from_ignore = ("head/fc/.*",)
   config.data.name = "image_folder"
   config.data.image_size = 448

@@ -6,8 +6,8 @@ Command (ARCH is a registered model name, MODE one of lrnorm, lrfast, lradju):
 e.g. `configs/imagenet_resnet.py:resnet50_isqrt,lrnorm` or
 `:resnet50_dropcov_d128,lradju`. Default: resnet50_isqrt_d128,lrnorm.
 
-Recipe (METHOD 6.1, 6.3, 6.4): SGD momentum 0.9, weight decay 1e-4 on all
-parameters (coupled, PyTorch style), batch 256, base LR 0.1 (used as given:
+Recipe (docs/method.md §8.1, §8.4, §8.5): SGD momentum 0.9, weight decay 1e-4 on
+all parameters (coupled, PyTorch style), batch 256, base LR 0.1 (used as given:
 change it with --config.learning_rate, nothing rescales it), plain
 cross-entropy, Inception crops + flip at 224, eval resize 256 -> centre 224.
 LRnorm: 100 epochs, x0.1 every 30; LRfast: 30 epochs, 0.1 (1 - (e - 1)/52)^11;
@@ -20,7 +20,7 @@ ILSVRC2012 tars into DATA_DIR/downloads/manual and run
 `tfds build imagenet2012 --data_dir=DATA_DIR`), or set
 --config.data.name=image_folder for a root/{train,val}/CLASS/IMG folder.
 
-Expected single-crop top-1 (%) from the papers' READMEs (METHOD 7):
+Expected single-crop top-1 (%) from the papers' READMEs (docs/method.md §9):
 
   model                  LRnorm  LRfast  LRadju   source
   resnet18_gap           70.47   66.02   69.62    GCP_Optimization
@@ -41,7 +41,7 @@ Expected single-crop top-1 (%) from the papers' READMEs (METHOD 7):
 Wall time: not measured here (no GPU); one epoch is 5004 steps of 256.
 """
 
-from configs.common import base_config, use_imagenet
+from configs.common import base_config, model_config, use_imagenet
 
 SCHEDULES = {"lrnorm": ("lrnorm", 100), "lrfast": ("lrfast", 30),
              "lradju": ("lradju", 50)}
@@ -56,7 +56,7 @@ def get_config(arg: str = "resnet50_isqrt_d128,lrnorm"):
         f"configs/imagenet_resnet.py expects ARCH,MODE with MODE in "
         f"{', '.join(SCHEDULES)}, got {arg!r}.") from None
   config = base_config()
-  config.model = model
+  config.model = model_config(model)
   use_imagenet(config, 256)
   config.learning_rate = 0.1
   config.optimizer.weight_decay = 1e-4

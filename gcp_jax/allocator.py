@@ -1,13 +1,12 @@
 """glibc malloc settings for XLA:CPU training processes.
 
 Why. XLA:CPU allocates the temporaries of a compiled program on every call
-(`posix_memalign`; 2.3 GiB for the ResNet-50 iSQRT training step at batch
-16) and frees them when the call ends. glibc serves a block this large with
-a fresh `mmap` and gives it back with `munmap`, so every step faults its
-whole working set in again. On a 2-core Zen 3 EPYC a benchmark process
-(compile, 7 steps) took 6.7 M minor page faults and 28-29 s of system time,
-against 1.9 M and 17-18 s with the memory kept; its steps took 1.24x as long
-(benchmarks/RESULTS.md, "Allocator").
+(`posix_memalign`; gigabytes for a ResNet-50 training step) and frees them
+when the call ends. glibc serves a block this large with a fresh `mmap` and
+gives it back with `munmap`, so every step faults its whole working set in
+again: page faults and system time that keeping the memory avoids, which
+makes the training step markedly faster on a CPU (measurements:
+benchmarks/RESULTS.md, "Allocator: glibc keeping freed memory").
 
 `keep_freed_memory()` makes glibc keep freed memory for reuse, through
 `mallopt(3)`:

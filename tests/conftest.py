@@ -5,16 +5,18 @@
   broadcasting);
 * XLA's heavy optimisation passes are off and fusions are compiled with the
   faster-compiling emitters (`tests/xla_flags.py`): compiling is what tests
-  spend their time on (4x faster suite); results stay within the tests'
-  tolerances;
+  spend their time on, so the suite runs several times faster; results stay
+  within the tests' tolerances;
 * compiled programs are shared through JAX's persistent compilation cache
   (a folder in the system temp dir; xdist workers and the tests' main.py
   subprocesses compile the same train steps again and again; the cache key
   covers the program, the flags and the JAX version, and the size limit
   turns on JAX's file locking for concurrent writers);
 * TensorFlow (used later for tf.data) is kept off any GPU and, as in
-  main.py, does not import Keras (TF_USE_LEGACY_KERAS; ~4 s of CPU saved in
-  every test process and every main.py / notebook-kernel subprocess).
+  main.py, does not import Keras (TF_USE_LEGACY_KERAS; seconds of CPU saved
+  in every test process and every main.py / notebook-kernel subprocess).
+  Measurements: benchmarks/RESULTS.md, "Numbers from library and test
+  docstrings".
 """
 
 import os

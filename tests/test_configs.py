@@ -1,6 +1,6 @@
 """Every training config loads, validates and builds (no data, no weights).
 
-The recipes' key numbers are checked against METHOD.md section 6.
+The recipes' key numbers are checked against docs/method.md §8.
 """
 
 import importlib
@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from gcp_jax.data.config import DataSettings
-from gcp_jax.models import create_model
+from gcp_jax.models import build_model
+from gcp_jax.train.loop import model_config
 from gcp_jax.train.optim import create_optimizer
 from gcp_jax.train.schedules import create_lr_schedule
 
@@ -34,7 +35,7 @@ def _load(name, arg):
 def test_config_builds(name, arg):
   config = _load(name, arg)
   DataSettings.from_config(config.data)
-  model = create_model(config.model, 10, **dict(config.model_overrides))
+  model = build_model(model_config(config), 10)
   size = config.data.image_size
   shapes = jax.eval_shape(lambda: model.init(
       jax.random.key(0), jnp.zeros((1, size, size, 3)), False))
@@ -73,13 +74,13 @@ def test_unknown_arguments_are_named():
     _load("imagenet_fmpn", "resnet18")
 
 
-def test_nested_model_override_reaches_the_head_as_options():
-  """`model_overrides.representation_options` set in a config (a nested
-  ConfigDict) arrives in the head as sorted (key, value) pairs."""
+def test_nested_model_options_reach_the_head_as_options():
+  """`model.representation_options` set in a config (a nested ConfigDict)
+  arrives in the head as sorted (key, value) pairs, with `num_iters`."""
   from gcp_jax.train.loop import build_model
   config = _load("default", None)
-  config.model_overrides.representation_options = {"num_iters": 3,
-                                                   "method": "eigh"}
+  config.model.num_iters = 3
+  config.model.representation_options = {"method": "eigh"}
   model = build_model(config, 10)
   assert model.head.representation_options == (("method", "eigh"),
                                                ("num_iters", 3))

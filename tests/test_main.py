@@ -46,7 +46,10 @@ def test_unknown_config_key_is_an_error(tmp_path):
   proc = _run("--config", "configs/digits_probe.py", "--mode=probe",
               "--workdir", str(tmp_path), "--config.learning_rate=0.1")
   assert proc.returncode != 0
-  assert "learning_rate" in proc.stderr
+  assert proc.stderr.strip().splitlines() == [
+      "error: --config.learning_rate is not a key of the config: "
+      "--config.KEY=VALUE changes a key the config file sets; set a new key "
+      "(e.g. an entry of config.model.backbone_options) in the config file."]
   assert not os.listdir(tmp_path)
 
 

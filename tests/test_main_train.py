@@ -62,6 +62,26 @@ def test_train_writes_metrics_and_checkpoints(uninterrupted):
   assert sorted(os.listdir(workdir / "checkpoints")) == ["21", "42"]
 
 
+def test_users_compiled_program_matches_the_tests(cache, uninterrupted,
+                                                  tmp_path):
+  """The rest of the suite compiles with XLA's heavy passes off and the
+  faster CPU emitters (tests/conftest.py). This run compiles the program a
+  user runs (JAX's and XLA's defaults, 4 devices) and trains the same 42
+  steps: it must compile, run and agree with the test-mode run up to float
+  rounding accumulated over the steps."""
+  _, fast, _ = uninterrupted
+  env = dict(_env(4), XLA_FLAGS="--xla_force_host_platform_device_count=4")
+  env.pop("JAX_DISABLE_MOST_OPTIMIZATIONS")
+  proc = subprocess.run(_cmd(cache, tmp_path), cwd=ROOT, env=env,
+                        capture_output=True, text=True, timeout=300)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  final = _final(tmp_path)
+  assert final["eval"]["count"] == 450
+  assert abs(final["eval"]["top1"] - fast["eval"]["top1"]) <= 0.02
+  assert final["eval"]["loss"] == pytest.approx(fast["eval"]["loss"],
+                                                rel=0.05)
+
+
 def test_sigkill_then_resume_matches_uninterrupted(cache, uninterrupted,
                                                    tmp_path):
   """Kill -9 after the first checkpoint; the rerun resumes from it and ends

@@ -6,9 +6,9 @@ interpreter (`sys.executable`), which a cell appended to the in-memory
 notebook checks. Kernel environment: this process's, so the kernel also
 sees conftest's 4 forced CPU devices, rank-promotion errors and disabled
 XLA optimisations (the notebook runs on a 4-device mesh; compiling
-dominates at the test scale: 108 s with the optimisations off against
-136 s on, on a 2-core Xeon). Bounded by a per-cell timeout; about two
-minutes on 2 idle CPU cores.
+dominates at the test scale, so it runs faster with the optimisations off:
+benchmarks/RESULTS.md, "Numbers from library and test docstrings").
+Bounded by a per-cell timeout; about two minutes on 2 idle CPU cores.
 """
 
 import json

@@ -3,10 +3,9 @@ subprocesses the tests start.
 
 `--xla_cpu_use_fusion_emitters=false` compiles fusions with XLA:CPU's older
 elemental emitters instead of its MLIR fusion emitters: the same programs,
-compiled faster. Measured on a 2-core EPYC (Zen 3), one in-process training
-run of the notebook's test-scale GAP model: 12.8 s of XLA compilation and
-28.5 s in all with the default, 8.1-8.5 s and 20.2-20.4 s with the flag.
-Tests compile far more than they compute, so the whole suite gains.
+compiled markedly faster. Tests compile far more than they compute, so the
+whole suite gains (measurements: benchmarks/RESULTS.md, "Numbers from
+library and test docstrings").
 
 The two kinds of emitters can round the same computation differently. A
 test that compares two different programs bit for bit (e.g. a step with and

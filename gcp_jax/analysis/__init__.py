@@ -1,7 +1,8 @@
 """Analyses built on the library: probes, landscapes, Hessian spectra.
 
   gradient_probe     loss / gradient change along the activation gradient
-                     (GCP_Optimization's Lipschitzness probe, METHOD 8)
+                     (GCP_Optimization's Lipschitzness probe,
+                     docs/method.md §10.1)
   directions         filter-normalised directions in weight space
   landscape          1-D / 2-D loss landscapes and interpolations, cached and
                      resumable (landscape_cache: cache keys, fingerprints)

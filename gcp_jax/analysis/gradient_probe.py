@@ -1,6 +1,7 @@
 """Loss stability and gradient predictiveness along the activation gradient.
 
-The GCP_Optimization probe (METHOD section 8, after Santurkar et al. 2018).
+The GCP_Optimization probe (docs/method.md §10.1, after Santurkar et al.
+2018).
 The network is split into `base` (the stem of a ResNet) and `rest`. On one
 batch (x_i, y_i), i = 1..B (the GLOBAL batch, across all devices):
 
@@ -35,10 +36,11 @@ function, each evaluating `eta_batch_size` step sizes vectorised (`vmap`);
 X and g0 are computed once per probe by a second compiled function and stay
 on the devices in between. Both are compiled once per input shape, so the
 probe can be called every K training steps. (A host loop rather than
-`lax.map` over the grid: XLA:CPU runs convolutions inside loop bodies 10x
-slower with its default optimisations and ~170x slower with
-JAX_DISABLE_MOST_OPTIMIZATIONS, as measured for a 3x3 conv's input gradient
-on 2 cores; on accelerators the two forms cost the same.)
+`lax.map` over the grid: XLA:CPU runs convolutions inside loop bodies far
+slower than outside them, and slower still with
+JAX_DISABLE_MOST_OPTIMIZATIONS, as the tests run; on accelerators the two
+forms cost the same. Measurements: benchmarks/RESULTS.md, "Numbers from
+library and test docstrings".)
 
 Synopsis:
   probe = make_gradient_probe(resnet_split(model), bn_mode="batch", mesh=mesh)

@@ -11,8 +11,7 @@ import dataclasses
 import re
 from typing import Mapping
 
-from gcp_jax.models import registry
-from gcp_jax.models import resnet
+from gcp_jax.models import published, registry, resnet
 
 STEM = "params/stem/conv1/kernel"
 FC = "params/head/fc/kernel"
@@ -36,27 +35,27 @@ class Architecture:
     return (self.stages, self.bottleneck, self.width, self.stem_kernel)
 
   def registry_call(self) -> str | None:
-    """`create_model(...)` building this network, if the registry can."""
+    """`create_model(...)` building this network, if a published name
+    can."""
     block = resnet.Bottleneck if self.bottleneck else resnet.BasicBlock
-    names = [n for n, (stages, cls) in registry.RESNET_STAGES.items()
-             if stages == self.stages and cls is block]
+    names = [n for n in published.RESNETS
+             if _resnet_fields(n)["stage_sizes"] == self.stages
+             and _resnet_fields(n)["block_cls"] is block]
     if not names or self.num_classes is None:
       return None
     backbone = names[0]
-    tiny = backbone == "resnet_tiny"
     head = {"gap": "gap", "gcp": "isqrt", "dropcov": "dropcov"}[self.head]
-    default_dim = registry.TINY_DIM if tiny else 256
-    name, overrides = f"{backbone}_{head}", []
-    if self.head != "gap" and self.dim != default_dim:
-      if self.dim == 128 and not tiny:
-        name += "_d128"
-      else:
-        overrides.append(f"dim={self.dim}")
-    default_width = registry.TINY_BACKBONE["width"] if tiny else 64
-    if self.width not in (None, default_width):
+    name = f"{backbone}_{head}"
+    if self.dim == 128 and f"{name}_d128" in published.PUBLISHED:
+      name += "_d128"
+    config, overrides = published.published_config(name), []
+    if self.head != "gap" and self.dim != config.dim:
+      overrides.append(f"dim={self.dim}")
+    fields = _resnet_fields(backbone)
+    if self.width not in (None, fields.get("width", 64)):
       overrides.append(f"width={self.width}")
     small_input = self.stem_kernel == 3
-    if self.stem_kernel and small_input != tiny:
+    if self.stem_kernel and small_input != fields.get("small_input", False):
       overrides.append(f"small_input={small_input}")
     args = ", ".join([repr(name), str(self.num_classes)] + overrides)
     return f"create_model({args})"
@@ -73,6 +72,11 @@ class Architecture:
     text += f", {self.num_classes} classes"
     call = self.registry_call()
     return text + (f"  [{call}]" if call else "")
+
+
+def _resnet_fields(backbone: str) -> dict:
+  """The fields a ResNet backbone entry fixes (stages, block, width...)."""
+  return registry.BACKBONES[backbone].module.keywords
 
 
 def describe(shapes: Mapping[str, tuple[int, ...]]) -> Architecture | None:

@@ -18,7 +18,7 @@ Layouts: conv (O, I, kh, kw) <-> (kh, kw, I, O); linear (out, in) <-> (in,
 out); eca Conv1d (1, 1, k) <-> (k,). All are exact permutations/reshapes.
 
 The FC acts on the triu vector in both code bases in the same order
-(row-major upper triangle with diagonal, METHOD section 3), so its weight
+(row-major upper triangle with diagonal, docs/method.md §5.1), so its weight
 needs only the transpose.
 """
 

@@ -30,7 +30,7 @@ What the weights cannot tell (the caller builds the right model):
   `create_model(..., last_stride=2)`; `mpncovresnet50/101`, GCP_Optimization
   and DropCov use stride 1 (the GCP default);
 * DropCov's own GAP baseline (`CNNs/models/ResNet.py`) has its residual
-  additions commented out (METHOD section 9, item 5): its weights load but
+  additions commented out (docs/method.md §11, item 5): its weights load but
   compute another function in gcp-jax's (residual) ResNet;
 * MindSpore's Bottleneck ResNets (50/101/152) pad stride-2 convolutions and
   the max-pool 'same'-style (the odd pixel after); their weights compute

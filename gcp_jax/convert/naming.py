@@ -177,7 +177,7 @@ def mindspore_bn_epsilons(canonical: Sequence[str]) -> dict[str, float]:
   BasicBlock networks (ResNet-18/34, built with `res_base=True`; they have
   no `conv3`) use 1e-5 for the stem BN and the shortcut BNs and 1e-4 for
   the BNs inside the blocks; Bottleneck networks use 1e-4 everywhere. The
-  reduction BN of the TPAMI fork uses 1e-4 (METHOD section 1.2).
+  reduction BN of the TPAMI fork uses 1e-4 (docs/method.md §2.4).
   """
   res_base = not any(".conv3." in n for n in canonical)
   eps = {}

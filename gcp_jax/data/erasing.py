@@ -1,9 +1,9 @@
 """Random erasing in TensorFlow, following timm 0.4.12's `RandomErasing`.
 
-Applied to one normalised training image (after `preprocess.normalize`), as
-DeiT does (METHOD.md 6.5: probability 0.25, 'pixel' mode, one box). With the
-given probability the image gets `count` boxes (timm draws the number of
-boxes uniformly in 1..count when count > 1); each box is found in up to 10
+Applied to one normalised training image (after `preprocess.normalize`), as DeiT
+does (docs/method.md §8.1: probability 0.25, 'pixel' mode, one box). With the
+given probability the image gets `count` boxes (timm draws the number of boxes
+uniformly in 1..count when count > 1); each box is found in up to 10
 attempts: an area fraction U(0.02, 1/3) of the image divided by the number
 of boxes, a log-uniform aspect ratio h / w in (0.3, 1 / 0.3), sides
 h = round(sqrt(area * aspect)), w = round(sqrt(area / aspect)); the first

@@ -1,8 +1,8 @@
 """Mixup and CutMix on device, as timm 0.4.12's `Mixup` in 'batch' mode.
 
-Pure `jax.numpy` functions for the train step (DeiT recipe, METHOD.md 6.5:
-mixup alpha 0.8, CutMix alpha 1.0, prob 1.0, switch prob 0.5, label
-smoothing 0.1). One draw per batch: with probability `prob` the batch is
+Pure `jax.numpy` functions for the train step (DeiT recipe, docs/method.md §8.1:
+mixup alpha 0.8, CutMix alpha 1.0, prob 1.0, switch prob 0.5, label smoothing
+0.1). One draw per batch: with probability `prob` the batch is
 mixed; CutMix is chosen with probability `switch_prob` when both alphas are
 positive (otherwise whichever is positive); lambda ~ Beta(alpha, alpha) of
 the chosen method. Image b is paired with image B - 1 - b (the batch

@@ -2,11 +2,11 @@
 
 Pure functions of their inputs (the random ones take an explicit stateless
 seed, shape (2,) int64), so they give the same result eagerly and inside
-`tf.data.Dataset.map`, and the same result again for the same seed. They
-follow the torchvision transforms of the GCP papers' recipes (METHOD.md 6.1,
-6.2): `RandomResizedCrop` + flip, `Resize` (short side) + `CenterCrop`, and
-the ImageNet mean/std normalisation. `train_image` optionally adds the DeiT
-recipe's RandAugment (`randaugment`) and random erasing (`erasing`).
+`tf.data.Dataset.map`, and the same result again for the same seed. They follow
+the torchvision transforms of the GCP papers' recipes (docs/method.md §8.1,
+§8.5): `RandomResizedCrop` + flip, `Resize` (short side) + `CenterCrop`, and the
+ImageNet mean/std normalisation. `train_image` optionally adds the DeiT recipe's
+RandAugment (`randaugment`) and random erasing (`erasing`).
 
 Synopsis:
   image = decode_image(tf.io.read_file(path))          # uint8 (H, W, 3)

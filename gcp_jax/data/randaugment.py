@@ -1,8 +1,9 @@
 """RandAugment in TensorFlow, following timm 0.4.12 (the DeiT recipe).
 
-timm's `rand-m9-mstd0.5-inc1` (METHOD.md 6.5): for every training image, after
-the random-resized crop and the flip and before normalisation, `num_layers`
-(2) operations are drawn uniformly, with replacement, from 15 PIL operations.
+timm's `rand-m9-mstd0.5-inc1` (docs/method.md §8.1): for every training image,
+after the random-resized crop and the flip and before normalisation,
+`num_layers` (2) operations are drawn uniformly, with replacement, from 15 PIL
+operations.
 Each drawn operation is applied with probability 1/2, at a magnitude drawn
 from N(9, 0.5) and clipped to [0, 10]; signed operations (rotate, shear,
 translate, the 'increasing' enhancements) get a random sign. The 'inc1'

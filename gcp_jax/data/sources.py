@@ -113,8 +113,9 @@ def graph_map(dataset: tf.data.Dataset, fn: Callable[..., Any],
   Every function the pipeline maps is written in graph form (tf.cond,
   tf.switch_case; Python `if` only on Python values), so AutoGraph's source
   conversion, which tf.data runs on each mapped function every time a
-  pipeline is built (every epoch), only costs time: ~3 of the 15 s of a
-  tiny 2-epoch digits run on 2 CPU cores.
+  pipeline is built (every epoch), only costs time, a noticeable share of a
+  short run (measurements: benchmarks/RESULTS.md, "Numbers from library and
+  test docstrings").
   """
   return dataset.map(tf.autograph.experimental.do_not_convert(fn),
                      num_parallel_calls)

@@ -2,7 +2,7 @@
 
 fast-MPN-COV evaluates fine-grained models on two views (the centre crop and
 its mirror image) and runs a final ImageNet evaluation on torchvision's
-`TenCrop` after `Resize(256)` (METHOD.md 6.1, 6.2), averaging the logits
+`TenCrop` after `Resize(256)` (docs/method.md §8.1), averaging the logits
 (not the probabilities) over the views. `eval_views` builds those views in
 TensorFlow for the input pipeline; the evaluation step averages the logits.
 

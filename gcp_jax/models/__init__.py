@@ -1,11 +1,23 @@
 """Flax Linen models: ResNet and ViT backbones with GAP / GCP / DropCov heads.
 
 Synopsis:
-  from gcp_jax.models import create_model, model_names
-  model = create_model("resnet50_isqrt", num_classes=1000)
+  from gcp_jax.models import ModelConfig, build_model, create_model
+  model = build_model(ModelConfig(backbone="resnet50", head="gcp",
+                                  representation="isqrt", dim=256,
+                                  num_iters=5), num_classes=1000)
+  model = create_model("resnet50_isqrt", num_classes=1000)   # the same
   variables = model.init(rngs, images, train=False)
+
+  model_config.py  ModelConfig: backbone, head, representation, dim,
+                   num_iters and option fields, each with its one default
+  registry.py      BACKBONES, HEADS, build_model(ModelConfig, num_classes)
+  published.py     the papers' model names -> ModelConfig; create_model
 """
 
-from gcp_jax.models.registry import create_model, model_names
+from gcp_jax.models.model_config import ModelConfig
+from gcp_jax.models.published import (create_model, model_names,
+                                      published_config)
+from gcp_jax.models.registry import Runtime, build_model
 
-__all__ = ["create_model", "model_names"]
+__all__ = ["ModelConfig", "Runtime", "build_model", "create_model",
+           "model_names", "published_config"]

@@ -3,15 +3,13 @@
   GAPHead      global average pooling -> FC                    (the baseline)
   GCPHead      reduction block -> covariance -> post-norm -> triu -> FC
   DropCovHead  reduction block -> [train: ECA + adaptive channel dropout]
-               -> covariance -> triu -> FC                      (METHOD 5.1)
+               -> covariance -> triu -> FC           (docs/method.md §6.1)
 
 Every head computes in float32 with HIGHEST-precision matmuls whatever the
-backbone dtype (METHOD decision 4), sows its pooled vector as
-`intermediates/head/pooled`, and DropCov sows its rate as
+backbone dtype (docs/method.md §7.1; docs/design.md, 'Precision'), sows its
+pooled vector as `intermediates/head/pooled`, and DropCov sows its rate as
 `intermediates/head/dropcov_rate`.
 """
-
-from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -19,9 +17,8 @@ from flax import linen as nn
 
 from gcp_jax import ops
 from gcp_jax.models import layers
+from gcp_jax.models.model_config import Options
 from gcp_jax.ops.linalg import HIGHEST
-
-Options = tuple[tuple[str, Any], ...]
 
 
 class ReductionBlock(nn.Module):
@@ -41,7 +38,6 @@ class ReductionBlock(nn.Module):
 class GAPHead(nn.Module):
   """(B, H, W, C) -> mean over H, W -> FC -> (B, num_classes)."""
   num_classes: int
-  bn_axis_name: str | None = None   # unused; uniform head signature
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
@@ -62,13 +58,14 @@ class GCPHead(nn.Module):
     representation_options: keyword arguments of its normalisation, as
       (key, value) pairs, e.g. (("num_iters", 5),). For "svpn" without a
       "start" option the head learns the start vector (`svpn_start`, (d,),
-      initialised N(0, 1)).
+      initialised N(0, 1)). `gcp_jax.models.registry` fills these from a
+      `ModelConfig`.
     bn_axis_name: mapped axis to synchronise BN statistics over, or None.
   """
   num_classes: int
-  dim: int = 256
-  representation: str = "isqrt"
-  representation_options: Options = (("num_iters", 5),)
+  dim: int
+  representation: str
+  representation_options: Options = ()
   bn_axis_name: str | None = None
 
   @nn.compact
@@ -109,7 +106,7 @@ class DropCovHead(nn.Module):
       under DataParallel.
   """
   num_classes: int
-  dim: int = 256
+  dim: int
   eca_kernel_size: int = 3
   rate_axis_name: str | None = None
   bn_axis_name: str | None = None

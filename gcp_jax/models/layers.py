@@ -1,7 +1,7 @@
 """Layer factories with PyTorch-equivalent initialisation and BN semantics.
 
 The GCP references train torchvision-style networks, so every default here is
-the PyTorch one (METHOD sections 1.2, 6):
+the PyTorch one (docs/method.md §7.4; docs/design.md, 'Initialisation'):
 
 * conv kernels: kaiming-normal, fan_out, gain sqrt(2) (untruncated);
 * BatchNorm: scale 1, bias 0, PyTorch momentum 0.1 == Flax momentum 0.9,

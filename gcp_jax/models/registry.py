@@ -1,163 +1,217 @@
-"""Model names -> constructors: `create_model(name, num_classes, **overrides)`.
+"""Backbones and heads by name, and `build_model(ModelConfig, num_classes)`.
 
-Names are `<backbone>_<head>`:
+  BACKBONES  name -> `Backbone`: a partial of the backbone module with its
+             architecture fixed (stages, widths, depth), and whether it
+             produces a feature map (B, H, W, C) or tokens (B, 1 + N, D).
+  HEADS      name -> `Head`: a function building the head module from a
+             `ModelConfig`, and the input it takes.
 
-  ResNets    resnet18 resnet34 resnet50 resnet101 resnet152
-             resnet_tiny (one BasicBlock per stage, width 8, 3x3 stem, for
-             8x8..32x32 images and tests)
-    heads    gap                           GAP -> FC, layer4 stride 2
-             isqrt eig epn svpn bcnn cov   GCP with that representation
-                                           (`cov` = plain covariance), d=256
-             dropcov                       DropCov, d=256
-             <any GCP head>_d128           the same with d=128 (TPAMI tables)
-  ViTs       deit_t deit_s (224 px, patch 16), deit_tiny_test (32 px, patch 8,
-             2 blocks of width 32, for tests)
-    heads    cls      class token -> FC
-             gcp      + iSQRT-COV of the reduced patch tokens (d=64)
-             dropcov  + transformer DropCov (H x w^2: 6x14^2 for deit_t,
-                      6x24^2 for deit_s)
+`build_model` looks up `config.backbone` and `config.head` (nothing else is
+looked up by name; the representation is looked up by the head, in
+`gcp_jax.ops.REPRESENTATIONS`), builds the head, and passes it to the
+backbone with `config.backbone_options`. Adding a backbone or a head is one
+entry here (docs/extending.md).
 
-GCP and DropCov ResNets use a stride-1 layer4; `resnet_tiny_*` heads use
-d=16. Overrides go to the backbone (e.g. `dtype`, `bn_axis_name`,
-`last_stride`, `padding`, `drop_path_rate`) or the head (e.g. `dim`,
-`representation_options`, `rate_axis_name`); an unknown key is an error that
-lists the valid ones.
+ResNets take `last_stride` from the head unless `backbone_options` sets it:
+2 for GAP (the classification ResNet), 1 for the second-order heads (a
+14 x 14 map at 224 px, as in iSQRT-COV and DropCov).
 """
 
 import dataclasses
 import functools
 from typing import Any, Callable
 
+import jax.numpy as jnp
 from flax import linen as nn
 
+from gcp_jax import ops
 from gcp_jax.models import heads, resnet, token_heads, vit
-
-RESNET_STAGES = {
-    "resnet18": ((2, 2, 2, 2), resnet.BasicBlock),
-    "resnet34": ((3, 4, 6, 3), resnet.BasicBlock),
-    "resnet50": ((3, 4, 6, 3), resnet.Bottleneck),
-    "resnet101": ((3, 4, 23, 3), resnet.Bottleneck),
-    "resnet152": ((3, 8, 36, 3), resnet.Bottleneck),
-    "resnet_tiny": ((1, 1, 1, 1), resnet.BasicBlock),
-}
-TINY_BACKBONE = {"width": 8, "small_input": True}
-TINY_DIM = 16
-
-VIT_HEADS = {"cls": token_heads.ClsHead, "gcp": token_heads.TokenGCPHead,
-             "dropcov": token_heads.TokenDropCovHead}
-VIT_ARCHS = {
-    "deit_t": dict(embed_dim=192, depth=12, num_heads=3, drop_path_rate=0.1,
-                   heads={"dropcov": {"num_heads": 6, "head_dim": 14}}),
-    "deit_s": dict(embed_dim=384, depth=12, num_heads=6, drop_path_rate=0.1,
-                   heads={"dropcov": {"num_heads": 6, "head_dim": 24}}),
-    "deit_tiny_test": dict(image_size=32, patch_size=8, embed_dim=32, depth=2,
-                           num_heads=2, drop_path_rate=0.1,
-                           heads={"gcp": {"dim": 8},
-                                  "dropcov": {"num_heads": 2, "head_dim": 4}}),
-}
-
-GCP_REPRESENTATIONS = {"isqrt": "isqrt", "eig": "eig", "epn": "epn",
-                       "svpn": "svpn", "bcnn": "bcnn", "cov": "none"}
-DEFAULT_OPTIONS = {"isqrt": (("num_iters", 5),)}
+from gcp_jax.models.model_config import ModelConfig
 
 
-def _head_spec(head_name: str, dim: int) -> tuple[type[nn.Module], dict, int]:
-  """-> (head class, head kwargs, layer4 stride)."""
-  if head_name == "gap":
-    return heads.GAPHead, {}, 2
-  if head_name == "dropcov":
-    return heads.DropCovHead, {"dim": dim}, 1
-  rep = GCP_REPRESENTATIONS[head_name]
-  return heads.GCPHead, {"dim": dim, "representation": rep,
-                         "representation_options":
-                             DEFAULT_OPTIONS.get(rep, ())}, 1
+@dataclasses.dataclass(frozen=True)
+class Runtime:
+  """How a model runs, as opposed to what it is: set by the training loop.
 
-
-def _build(name: str, model_cls: type[nn.Module], model_kwargs: dict,
-           head_cls: type[nn.Module], head_kwargs: dict, num_classes: int,
-           overrides: dict[str, Any]) -> nn.Module:
-  """Routes each override to the backbone or the head (or both, for
-  `bn_axis_name`) and builds the model; unknown keys are an error."""
-  def fields(cls):
-    return {f.name for f in dataclasses.fields(cls)} - {
-        "parent", "name", "head", "num_classes", "stage_sizes", "block_cls"}
-  head_fields, model_fields = fields(head_cls), fields(model_cls)
-  for key, value in overrides.items():
-    if key not in head_fields | model_fields:
-      raise ValueError(
-          f"Unknown override {key!r} for model {name}; valid overrides: "
-          f"{', '.join(sorted(head_fields | model_fields))}.")
-    if key == "representation_options" and isinstance(value, dict):
-      value = tuple(sorted(value.items()))
-    if key in head_fields:
-      head_kwargs[key] = value
-    if key in model_fields:
-      model_kwargs[key] = value
-  return model_cls(head=head_cls(num_classes, **head_kwargs), **model_kwargs)
-
-
-def _build_resnet(backbone: str, head_name: str, default_dim: int,
-                  num_classes: int, **overrides: Any) -> nn.Module:
-  stages, block = RESNET_STAGES[backbone]
-  head_cls, head_kwargs, last_stride = _head_spec(head_name, default_dim)
-  model_kwargs = dict(TINY_BACKBONE) if backbone == "resnet_tiny" else {}
-  model_kwargs.update(stage_sizes=stages, block_cls=block,
-                      last_stride=last_stride)
-  name = f"{backbone}_{head_name}" + ("_d128" if default_dim == 128 else "")
-  return _build(name, resnet.ResNet, model_kwargs, head_cls, head_kwargs,
-                num_classes, overrides)
-
-
-def _build_vit(backbone: str, head_name: str, num_classes: int,
-               **overrides: Any) -> nn.Module:
-  # ViTs normalise with LayerNorm only: there are no BatchNorm statistics
-  # to synchronise, so the training loop's `bn_axis_name` does not apply.
-  overrides.pop("bn_axis_name", None)
-  arch = dict(VIT_ARCHS[backbone])
-  head_cls = VIT_HEADS[head_name]
-  head_kwargs = dict(arch.pop("heads").get(head_name, {}))
-  return _build(f"{backbone}_{head_name}", vit.VisionTransformer, arch,
-                head_cls, head_kwargs, num_classes, overrides)
-
-
-def _registry() -> dict[str, Callable[..., nn.Module]]:
-  names = {}
-  for backbone in RESNET_STAGES:
-    base_dim = TINY_DIM if backbone == "resnet_tiny" else 256
-    for head_name in ("gap", "dropcov", *GCP_REPRESENTATIONS):
-      names[f"{backbone}_{head_name}"] = functools.partial(
-          _build_resnet, backbone, head_name, base_dim)
-      if head_name != "gap" and backbone != "resnet_tiny":
-        names[f"{backbone}_{head_name}_d128"] = functools.partial(
-            _build_resnet, backbone, head_name, 128)
-  for backbone in VIT_ARCHS:
-    for head_name in VIT_HEADS:
-      names[f"{backbone}_{head_name}"] = functools.partial(
-          _build_vit, backbone, head_name)
-  return names
-
-
-MODELS = _registry()
-
-
-def model_names() -> list[str]:
-  """All registered names, sorted."""
-  return sorted(MODELS)
-
-
-def create_model(name: str, num_classes: int, **overrides: Any) -> nn.Module:
-  """Builds a registered model.
-
-  Args:
-    name: e.g. "resnet50_isqrt", "resnet50_dropcov_d128", "resnet_tiny_gap".
-    num_classes: classifier outputs.
-    **overrides: backbone or head fields, e.g. dtype=jnp.bfloat16,
-      bn_axis_name="data", dim=160, representation_options={"num_iters": 3}.
-
-  Returns:
-    An unbound Flax module; call `init(rngs, images, train=False)`.
+  Attributes:
+    dtype: backbone compute dtype (heads compute in float32).
+    bn_axis_name: mapped axis over which BatchNorm statistics are averaged
+      (None: per-device statistics).
+    rate_axis_name: mapped axis over which DropCov's rate is averaged
+      (None: per-device rate, as the reference under DataParallel).
   """
-  if name not in MODELS:
-    raise ValueError(f"Unknown model {name!r}; valid names are: "
-                     f"{', '.join(model_names())}.")
-  return MODELS[name](num_classes, **overrides)
+  dtype: Any = jnp.float32
+  bn_axis_name: str | None = None
+  rate_axis_name: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Backbone:
+  """A backbone module with its architecture fixed.
+
+  Attributes:
+    module: callable(head=..., **fields) -> the Flax model.
+    output: "map" (B, H, W, C) or "tokens" (B, 1 + N, D).
+  """
+  module: Callable[..., nn.Module]
+  output: str
+
+
+def _resnet(stage_sizes: tuple[int, ...], block: type[nn.Module],
+            **fields: Any) -> Backbone:
+  return Backbone(functools.partial(resnet.ResNet, stage_sizes=stage_sizes,
+                                    block_cls=block, **fields), "map")
+
+
+def _vit(**fields: Any) -> Backbone:
+  return Backbone(functools.partial(vit.VisionTransformer, **fields),
+                  "tokens")
+
+
+BACKBONES: dict[str, Backbone] = {
+    "resnet18": _resnet((2, 2, 2, 2), resnet.BasicBlock),
+    "resnet34": _resnet((3, 4, 6, 3), resnet.BasicBlock),
+    "resnet50": _resnet((3, 4, 6, 3), resnet.Bottleneck),
+    "resnet101": _resnet((3, 4, 23, 3), resnet.Bottleneck),
+    "resnet152": _resnet((3, 8, 36, 3), resnet.Bottleneck),
+    # One BasicBlock per stage, width 8, 3x3 stem: 8x8..32x32 images, tests.
+    "resnet_tiny": _resnet((1, 1, 1, 1), resnet.BasicBlock, width=8,
+                           small_input=True),
+    "deit_t": _vit(embed_dim=192, depth=12, num_heads=3),
+    "deit_s": _vit(embed_dim=384, depth=12, num_heads=6),
+    # 32 px, patch 8, 2 blocks of width 32: tests.
+    "deit_tiny_test": _vit(image_size=32, patch_size=8, embed_dim=32, depth=2,
+                           num_heads=2),
+}
+
+
+def representation_options(config: ModelConfig) -> tuple[tuple[str, Any],
+                                                          ...]:
+  """The normalisation's keyword options: `num_iters` where the
+  representation takes it, then `config.representation_options`."""
+  rep = ops.get_representation(config.representation)
+  options = dict(config.representation_options)
+  if rep.takes_num_iters:
+    options.setdefault("num_iters", config.num_iters)
+  elif config.num_iters != ModelConfig.num_iters:
+    raise ValueError(
+        f"num_iters={config.num_iters} is the Newton-Schulz count of the "
+        f"isqrt representation; {config.representation!r} does not take it "
+        f"(set its own options in representation_options).")
+  return tuple(sorted(options.items()))
+
+
+def _gap(config: ModelConfig, num_classes: int, run: Runtime) -> nn.Module:
+  return heads.GAPHead(num_classes, **dict(config.head_options))
+
+
+def _gcp(config: ModelConfig, num_classes: int, run: Runtime) -> nn.Module:
+  return heads.GCPHead(num_classes, dim=config.dim,
+                       representation=config.representation,
+                       representation_options=representation_options(config),
+                       bn_axis_name=run.bn_axis_name,
+                       **dict(config.head_options))
+
+
+def _dropcov(config: ModelConfig, num_classes: int,
+             run: Runtime) -> nn.Module:
+  return heads.DropCovHead(num_classes, dim=config.dim,
+                           rate_axis_name=run.rate_axis_name,
+                           bn_axis_name=run.bn_axis_name,
+                           **dict(config.head_options))
+
+
+def _cls(config: ModelConfig, num_classes: int, run: Runtime) -> nn.Module:
+  return token_heads.ClsHead(num_classes, **dict(config.head_options))
+
+
+def _token_gcp(config: ModelConfig, num_classes: int,
+               run: Runtime) -> nn.Module:
+  return token_heads.TokenGCPHead(
+      num_classes, dim=config.dim, representation=config.representation,
+      representation_options=representation_options(config),
+      **dict(config.head_options))
+
+
+def _token_dropcov(config: ModelConfig, num_classes: int,
+                   run: Runtime) -> nn.Module:
+  return token_heads.TokenDropCovHead(num_classes,
+                                      **dict(config.head_options))
+
+
+@dataclasses.dataclass(frozen=True)
+class Head:
+  """A head: its module, how to build it from a config, the backbone output
+  it takes and, on ResNets, the stride of layer4 it expects."""
+  module: type[nn.Module]
+  build: Callable[[ModelConfig, int, Runtime], nn.Module]
+  input: str
+  resnet_last_stride: int = 1
+
+
+HEADS: dict[str, Head] = {
+    "gap": Head(heads.GAPHead, _gap, "map", resnet_last_stride=2),
+    "gcp": Head(heads.GCPHead, _gcp, "map"),
+    "dropcov": Head(heads.DropCovHead, _dropcov, "map"),
+    "cls": Head(token_heads.ClsHead, _cls, "tokens"),
+    "token_gcp": Head(token_heads.TokenGCPHead, _token_gcp, "tokens"),
+    "token_dropcov": Head(token_heads.TokenDropCovHead, _token_dropcov,
+                          "tokens"),
+}
+
+# Module fields that `build_model` sets from the config's own fields or the
+# runtime; an options mapping may not set them.
+SET_BY_BUILD = frozenset({"parent", "name", "head", "num_classes", "dim",
+                          "representation", "representation_options",
+                          "dtype", "bn_axis_name", "rate_axis_name"})
+
+
+def _lookup(table: dict[str, Any], key: str, what: str) -> Any:
+  if key not in table:
+    raise ValueError(f"Unknown {what} {key!r}; valid names are: "
+                     f"{', '.join(sorted(table))}.")
+  return table[key]
+
+
+def option_names(module: Callable[..., nn.Module]) -> set[str]:
+  """The fields of a backbone or head module an options mapping may set."""
+  cls = module.func if isinstance(module, functools.partial) else module
+  return {f.name for f in dataclasses.fields(cls)} - SET_BY_BUILD
+
+
+def _check_options(module: Callable[..., nn.Module], given: dict[str, Any],
+                   what: str) -> None:
+  unknown = sorted(set(given) - option_names(module))
+  if unknown:
+    valid = ", ".join(sorted(option_names(module))) or "none"
+    raise ValueError(f"Unknown {what} {', '.join(unknown)}; valid: {valid}.")
+
+
+def build_model(config: ModelConfig, num_classes: int,
+                runtime: Runtime = Runtime()) -> nn.Module:
+  """The Flax model of `config` with `num_classes` outputs.
+
+  Returns an unbound module; `init(rngs, images, train=False)` it. Images
+  are (B, H, W, 3); logits (B, num_classes) float32.
+  """
+  backbone = _lookup(BACKBONES, config.backbone, "backbone")
+  head = _lookup(HEADS, config.head, "head")
+  if head.input != backbone.output:
+    valid = sorted(k for k, h in HEADS.items() if h.input == backbone.output)
+    raise ValueError(
+        f"Head {config.head!r} takes {head.input} features; backbone "
+        f"{config.backbone!r} gives {backbone.output}: use one of "
+        f"{', '.join(valid)}.")
+  _check_options(head.module, dict(config.head_options), "head_options")
+  if runtime.rate_axis_name is not None and config.head != "dropcov":
+    raise ValueError(f"A global DropCov rate (rate_axis_name) needs the "
+                     f"'dropcov' head, not {config.head!r}.")
+  fields = dict(config.backbone_options)
+  _check_options(backbone.module, fields, "backbone_options")
+  fields["dtype"] = runtime.dtype
+  if backbone.output == "map":
+    fields.setdefault("last_stride", head.resnet_last_stride)
+    # ViTs normalise with LayerNorm only: no BatchNorm statistics to share.
+    fields["bn_axis_name"] = runtime.bn_axis_name
+  return backbone.module(head=head.build(config, num_classes, runtime),
+                         **fields)

@@ -9,7 +9,7 @@
 BasicBlock (ResNet-18/34) and Bottleneck with the stride on the 3x3 conv
 ("v1.5", ResNet-50/101/152). GCP networks keep layer4 at stride 1, so a
 224 x 224 image ends in a 14 x 14 map (M = 196) instead of 7 x 7
-(METHOD section 1.3).
+(docs/method.md §7.1).
 
 Parameter paths: `stem/conv1`, `stem/bn1`, `layer{i}/block{j}/conv{k}`,
 `.../bn{k}`, `.../downsample_conv`, `.../downsample_bn`, `head/...`.

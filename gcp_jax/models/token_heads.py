@@ -3,7 +3,8 @@
   ClsHead            FC on the class token (DeiT)
   TokenGCPHead       class-token FC + FC(representation(reduce(patch tokens)))
   TokenDropCovHead   class-token FC + FC(element_dropout(cross_cov(
-                       token_dropout(q), token_dropout(k))))   (METHOD 5.3)
+                       token_dropout(q), token_dropout(k))))
+                                                   (docs/method.md §6.2)
 
 The second-order heads use the N patch tokens only and add their logits to
 the class-token logits ("sum_fc" fusion). They compute in float32 with
@@ -11,17 +12,14 @@ HIGHEST-precision matmuls. Dropout masks use the 'dropout' RNG stream and are
 active in training only.
 """
 
-from typing import Any
-
 import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
 from gcp_jax import ops
 from gcp_jax.models import layers
+from gcp_jax.models.model_config import Options
 from gcp_jax.ops.linalg import HIGHEST
-
-Options = tuple[tuple[str, Any], ...]
 
 
 def _class_logits(tokens: jax.Array, num_classes: int) -> jax.Array:
@@ -44,9 +42,9 @@ class TokenGCPHead(nn.Module):
   representation (`gcp_jax.ops` registry), FC; summed with the class-token FC.
   """
   num_classes: int
-  dim: int = 64
-  representation: str = "isqrt"
-  representation_options: Options = (("num_iters", 5),)
+  dim: int
+  representation: str
+  representation_options: Options = ()
 
   @nn.compact
   def __call__(self, tokens: jax.Array, train: bool) -> jax.Array:
@@ -69,8 +67,9 @@ class TokenDropCovHead(nn.Module):
   each (sample, head, token) row of Q and K is dropped with the same mask
   (rate `token_rate`, scaled by 1 / (1 - rate)): the intended token-wise
   behaviour, not the PyTorch-version-dependent `Dropout2d` on 3-D input
-  (METHOD 5.3 item 2). C_h = cross_covariance(Q, K) (w x w, all entries
-  kept), entries dropped with rate `element_rate`, flattened to H w^2, FC.
+  (docs/design.md, 'Transformer DropCov'). C_h = cross_covariance(Q, K)
+  (w x w, all entries kept), entries dropped with rate `element_rate`,
+  flattened to H w^2, FC.
 
   Attributes:
     num_classes: outputs.

@@ -40,8 +40,8 @@ def covariance(x: jax.Array) -> jax.Array:
       Sigma = X Ibar X^T = (1/M) (X - mu 1^T)(X - mu 1^T)^T,  mu = (1/M) X 1.
 
   Biased (1/M) normalisation and no shrinkage, as in all reference code
-  (METHOD section 1.1). The M x M matrix Ibar is never formed: the spatial mean
-  is subtracted instead, so memory is O(B M C) rather than O(B M^2).
+  (docs/method.md §2.1). The M x M matrix Ibar is never formed: the spatial
+  mean is subtracted instead, so memory is O(B M C) rather than O(B M^2).
 
   Args:
     x: (B, H, W, C) conv features (M = H W) or (B, N, C) tokens (M = N), any
@@ -59,7 +59,7 @@ def covariance(x: jax.Array) -> jax.Array:
 
 
 def bilinear(x: jax.Array) -> jax.Array:
-  """Uncentred bilinear pooling P = (1/M) X X^T (B-CNN, METHOD section 4).
+  """Uncentred bilinear pooling P = (1/M) X X^T (B-CNN, docs/method.md §2.2).
 
   Args:
     x: (B, H, W, C) or (B, N, C) features.
@@ -81,8 +81,9 @@ def cross_covariance(q: jax.Array, k: jax.Array) -> jax.Array:
       C = (1/N) (Q - 1 mu_q^T)^T (K - 1 mu_k^T),   Q, K in R^{N x w}
 
   Each feature is centred by its own mean over the N positions. (DropCov's
-  transformer code subtracts one scalar per slice instead, METHOD 5.3 item 3;
-  gcp-jax computes the covariance the method describes.)
+  transformer code subtracts one scalar per slice instead: docs/method.md
+  §11, item 7, and docs/design.md, 'Transformer DropCov'; gcp-jax computes
+  the covariance the method describes.)
 
   Args:
     q: (..., N, w) features.

@@ -1,6 +1,6 @@
 """The pure parts of DropCov (NeurIPS 2022): attention, adaptive rate, dropout.
 
-CNN DropCov (METHOD section 5.1), in training only:
+CNN DropCov (docs/method.md §6.1), in training only:
 
     s = GAP(x);  a = softmax_c(conv1d_k3(s));  x' = x (1 + a)      (ECA branch)
     p = clamp(1 - (10 / log2 d) mean_b cos(a_b, Sigma'_b 1), 0, 1)  (adaptive rate)

@@ -1,7 +1,8 @@
 """Numerical conventions shared by every op in `gcp_jax.ops`.
 
 The GCP head is numerically sensitive (chained matmuls in Newton-Schulz, traces
-that can vanish), so all ops follow one policy (METHOD "gcp-jax decisions" 3-4):
+that can vanish), so all ops follow one policy (docs/design.md, 'Precision'
+and 'Degenerate inputs stay finite'):
 
 * inputs are promoted to at least float32 (bf16/f16 in, f32 out; f64 stays f64
   so tests can run in double precision);

@@ -1,12 +1,12 @@
 """iSQRT-COV: matrix square root by coupled Newton-Schulz iteration.
 
 Reproduces the `Sqrtm` function of the reference code (fast-MPN-COV
-`src/representation/MPNCOV.py`, METHOD section 2.1) exactly: the network is
+`src/representation/MPNCOV.py`, docs/method.md §3.1) exactly: the network is
 trained with this fixed-iteration approximation, not with the exact root.
 
 Gradients come from reverse-mode autodiff through the `lax.fori_loop` (static
 trip count, so it lowers to a `scan`). Measured against a `custom_vjp` that
-implements the hand-written backward of the reference (METHOD section 2.2),
+implements the hand-written backward of the reference (docs/method.md §3.2),
 autodiff is as fast or faster (`benchmarks/RESULTS.md`), exact end-to-end
 (tests check it against finite differences) and keeps forward-mode and
 higher-order derivatives (Hessian-vector products) working, which a
@@ -34,7 +34,7 @@ from gcp_jax.ops.spectral_newton_schulz import newton_schulz_eigh
 DEFAULT_TRACE_FLOOR = 1e-20
 
 # How Y_N is evaluated: the matrix iteration, or the same polynomial on the
-# eigenvalues (`spectral_newton_schulz.py`; faster on CPUs, slower on GPUs).
+# eigenvalues (`spectral_newton_schulz.py`; faster on CPUs).
 METHODS = ("newton_schulz", "eigh")
 
 
@@ -75,7 +75,8 @@ def _trace_normalize_jvp(floor, primals, tangents):
 
 
 def newton_schulz(a: jax.Array, num_iters: int) -> jax.Array:
-  """Coupled Newton-Schulz iteration Y_N ~ A^(1/2) (METHOD section 2.1, step 2).
+  """Coupled Newton-Schulz iteration Y_N ~ A^(1/2) (docs/method.md §3.1,
+  step 2).
 
   With Y_0 = A, Z_0 = I and, for k = 1..N,
 

@@ -65,12 +65,15 @@ class Representation:
     pool_normalize: optional features -> normalised (B, C, C) in one call,
       equal to normalize(pool(features)) but free to skip the (C, C) pooled
       matrix (isqrt with method="eigh"); used by `__call__` when given.
+    takes_num_iters: the normalisation's `num_iters` is the model config's
+      `num_iters` (the Newton-Schulz steps of isqrt).
   """
   name: str
   pool: MatrixFn
   normalize: MatrixFn
   vectorize: MatrixFn
   pool_normalize: MatrixFn | None = None
+  takes_num_iters: bool = False
 
   def __call__(self, features: jax.Array, **options: Any) -> jax.Array:
     """(B, H, W, C) or (B, N, C) -> (B, D)."""
@@ -87,7 +90,8 @@ class Representation:
 
 REPRESENTATIONS: dict[str, Representation] = {
     r.name: r for r in (
-        Representation("isqrt", covariance, isqrt, triu_vec, pooled_isqrt),
+        Representation("isqrt", covariance, isqrt, triu_vec, pooled_isqrt,
+                       takes_num_iters=True),
         Representation("eig", covariance, matrix_power_eig, triu_vec),
         Representation("epn", covariance, epn, triu_vec),
         Representation("svpn", covariance, svpn, triu_vec),

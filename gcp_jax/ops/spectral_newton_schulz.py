@@ -1,8 +1,8 @@
 """The Newton-Schulz square root evaluated through an eigendecomposition.
 
-N coupled Newton-Schulz steps (`newton_schulz.py`, METHOD section 2.1) compute
-a fixed matrix polynomial of A. With Y_0 = A and Z_0 = I, induction on k
-gives Y_k = A Z_k, hence T_k = (3I - A Z_{k-1}^2) / 2 and
+N coupled Newton-Schulz steps (`newton_schulz.py`, docs/method.md §3.1) compute
+a fixed matrix polynomial of A. With Y_0 = A and Z_0 = I, induction on k gives
+Y_k = A Z_k, hence T_k = (3I - A Z_{k-1}^2) / 2 and
 
     Y_N = p_N(A),   p_N(a) = a z_N(a),
     z_0 = 1,   z_k = z_{k-1} (3 - a z_{k-1}^2) / 2,                        (1)
@@ -11,8 +11,10 @@ the scalar Newton iteration for a^(-1/2) (degree 3 deg z_{k-1} + 1: 121 for
 N = 5). So Y_N = U diag(p_N(lam)) U^T for A = U diag(lam) U^T: the same
 function as the matrix iteration, not the exact root, at the cost of one
 symmetric eigendecomposition and one product instead of 3N - 3 products. On
-CPUs that is the faster way (`benchmarks/RESULTS.md`); on GPUs, where `eigh`
-is slow, the matrix iteration stays the better choice.
+CPUs that is the faster way (benchmarks/RESULTS.md, "isqrt
+`method="eigh"`"); on a GPU the two heads took about the same time in the
+one measurement so far (benchmarks/RESULTS.md, "GPU check on one NVIDIA
+H200"), and the matrix iteration, which compiles faster, stays the default.
 
 Its derivative is the Daleckii-Krein formula, dY = U (P o (U^T dA U)) U^T,
 with the divided differences

@@ -37,7 +37,7 @@ def _untriu_indices(n: int) -> np.ndarray:
 @jax.custom_vjp
 def triu_vec(mat: jax.Array) -> jax.Array:
   """Upper triangle including the diagonal, row-major, unscaled
-  (METHOD s. 3).
+  (docs/method.md §5.1).
 
   Off-diagonal entries appear once with weight 1 (no sqrt(2)), and the order
   is that of the reference `Triuvec` (the non-zeros of `ones(n, n).triu()`),

@@ -1,4 +1,4 @@
-"""GAP vs GCP vs DropCov under the optimization analyses (METHOD 8).
+"""GAP vs GCP vs DropCov under the optimization analyses (docs/method.md §10).
 
 What notebooks/loss_landscape.ipynb calls, in order:
 
@@ -62,10 +62,11 @@ from gcp_jax import parallel
 from gcp_jax.analysis import (gradient_probe, hessian, landscape, results_io,
                               spectral)
 from gcp_jax.data.pipeline import create_datasets
+from gcp_jax.models import published_config
 from gcp_jax.studies import summary
 from gcp_jax.train import loop, probe_hook, restore
 
-# label -> registered model; the plots colour the labels GAP red, GCP blue,
+# label -> published model name; the plots colour the labels GAP red, GCP blue,
 # DropCov green
 DIGITS_MODELS = (("GAP", "resnet_tiny_gap"), ("iSQRT", "resnet_tiny_isqrt"),
                  ("DropCov", "resnet_tiny_dropcov"))
@@ -129,9 +130,10 @@ class StudySettings:
 PRESETS = {
     # The user setting: a few minutes on 2 CPU cores for everything. The
     # Hessian covers the head only: XLA:CPU runs convolution gradients
-    # inside loops (Lanczos, Hutchinson) some 40x slower than outside
-    # (jax-ml/jax#12868), so whole-model spectra take minutes per model on
-    # CPU; set hessian_block=None on a GPU.
+    # inside loops (Lanczos, Hutchinson) far slower than outside
+    # (jax-ml/jax#12868; benchmarks/RESULTS.md, "Loss-landscape notebook"),
+    # so whole-model spectra take minutes per model on CPU; set
+    # hessian_block=None on a GPU.
     "default": StudySettings(
         image_size=32, width=16, dim=32, num_epochs=8, lr_milestones=(6,),
         probe_every=10, num_etas=4, landscape_batches=2,
@@ -168,11 +170,11 @@ def digits_config(settings: StudySettings,
   """`base_config` with the model, size, schedule and probe of `settings`
   (see the module docstring); `base_config` is not changed."""
   config = base_config.copy_and_resolve_references()
-  config.model = model_name
-  overrides = {"width": settings.width}
-  if not model_name.endswith("_gap"):
-    overrides["dim"] = settings.dim
-  config.model_overrides = ml_collections.ConfigDict(overrides)
+  model = published_config(model_name)
+  changes = {"backbone_options": {"width": settings.width}}
+  if model.head != "gap":
+    changes["dim"] = settings.dim
+  config.model = ml_collections.ConfigDict(model.replace(**changes).as_dict())
   config.data.image_size = settings.image_size
   config.num_epochs = settings.num_epochs
   config.schedule = ml_collections.ConfigDict(

@@ -121,7 +121,8 @@ class Checkpoints:
 
     The (replicated) arrays are fetched to host numpy first: orbax saving
     device arrays slices every array per replica with eager JAX ops, which
-    cost ~1 s per save of even a tiny model on 4 CPU devices. Restoring
+    makes even a tiny model's save slow (measurements: benchmarks/RESULTS.md,
+    "Numbers from library and test docstrings"). Restoring
     into an abstract state with shardings gives device arrays again.
     """
     args = ocp.args.Composite(state=ocp.args.StandardSave(

@@ -29,11 +29,11 @@ from flax import linen as nn
 from jax.experimental import multihost_utils
 from jax.sharding import Mesh
 
-from gcp_jax import parallel
+from gcp_jax import models, parallel
 from gcp_jax.data import mixing
 from gcp_jax.data.config import DataSettings
 from gcp_jax.errors import ConfigError, GcpJaxError
-from gcp_jax.models import create_model
+from gcp_jax.models import ModelConfig, Runtime
 from gcp_jax.train import checkpoint as ckpt_lib
 from gcp_jax.train.config_check import check_training_config
 from gcp_jax.train.evaluation import evaluate_batches, make_eval_steps
@@ -63,15 +63,25 @@ class TrainResult:
   eval_history: list[dict[str, float]]
 
 
+def model_config(config: ml_collections.ConfigDict) -> ModelConfig:
+  """`config.model` as a `ModelConfig` (an unknown key is an error)."""
+  try:
+    return models.model_config.from_mapping(config.model.to_dict())
+  except ValueError as e:
+    raise parallel.ConfigError(f"config.model: {e}") from None
+
+
 def build_model(config: ml_collections.ConfigDict, num_classes: int):
   """The configured model, with BN/DropCov reductions bound to the mesh."""
-  overrides = config.model_overrides.to_dict()   # nested ConfigDicts too
-  if config.half_precision:
-    overrides["dtype"] = jnp.bfloat16
-  overrides["bn_axis_name"] = parallel.DATA_AXIS if config.sync_bn else None
-  if config.dropcov_global_rate:
-    overrides["rate_axis_name"] = parallel.DATA_AXIS
-  return create_model(config.model, num_classes, **overrides)
+  runtime = Runtime(
+      dtype=jnp.bfloat16 if config.half_precision else jnp.float32,
+      bn_axis_name=parallel.DATA_AXIS if config.sync_bn else None,
+      rate_axis_name=(parallel.DATA_AXIS if config.dropcov_global_rate
+                      else None))
+  try:
+    return models.build_model(model_config(config), num_classes, runtime)
+  except ValueError as e:
+    raise parallel.ConfigError(f"config.model: {e}") from None
 
 
 def abstract_state(config: ml_collections.ConfigDict, model: nn.Module,
@@ -116,8 +126,9 @@ def checked_mesh(config: ml_collections.ConfigDict) -> Mesh:
 
   The set-up goes cheapest first: these checks, then the workdir and the
   `init_from` file, then the data (`data_and_model`), so that a config
-  error or an unreadable file is reported in seconds, before TensorFlow
-  (~7 s of CPU to import, for tf.data) and the data set load.
+  error or an unreadable file is reported at once, before TensorFlow (slow
+  to import, for tf.data) and the data set load (measurements:
+  benchmarks/RESULTS.md, "Start-up: errors before TensorFlow").
   """
   check_training_config(config)
   mesh = parallel.create_mesh()
@@ -170,7 +181,7 @@ def setup(config: ml_collections.ConfigDict, workdir: str) -> RunSetup:
                                 steps_per_epoch, config.num_epochs)
   tx = create_optimizer(config.optimizer, schedule)
   checkpoints = ckpt_lib.Checkpoints(workdir, config.keep_checkpoints)
-  meta = {"model": config.model, "steps_per_epoch": steps_per_epoch,
+  meta = {"model": model_config(config).as_dict(), "steps_per_epoch": steps_per_epoch,
           "num_classes": datasets.info.num_classes}
   if checkpoint_file is not None:
     variables, _ = pretrained_variables(checkpoint_file, config, model,

@@ -27,9 +27,11 @@ A rule is a regular expression that must match a parameter's whole
 
   NO_DECAY_BN_AND_BIAS = "@bn_and_bias"  scale and bias of normalisation
       layers (modules named bn*, *_bn or norm*) and every `bias`: the
-      MindSpore TPAMI recipe's "no decay on gamma / beta / bias" (METHOD 6.6).
+      MindSpore TPAMI recipe's "no decay on gamma / beta / bias"
+      (docs/method.md §8.5).
   NO_DECAY_1D = "@1d"  params with at most one dimension and every `bias`:
-      timm's `filter_bias_and_bn` of the DropCov DeiT recipe (METHOD 6.5).
+      timm's `filter_bias_and_bn` of the DropCov DeiT recipe
+      (docs/method.md §8.5).
       Dimensions are those of the Flax array, so the 2-D (heads, head_dim)
       query/key/value biases count as biases, and the ECA kernel
       (`eca_conv`, shape (k,) here, (1, 1, k) in PyTorch) counts as 1-D.
@@ -46,7 +48,8 @@ wd replaced by 0 where `no_decay` matches:
            g <- g + wd p;  buf <- mu buf + g (buf = g at the first step);
            d = g + mu buf if nesterov else buf;  p <- p - lr d.
            Coupled L2 before the momentum, as in every GCP CNN recipe
-           (gcp-jax decision 9: decay on all params unless `no_decay` says).
+           (docs/design.md, 'Weight decay': decay on all params unless
+           `no_decay` says).
   adamw  = torch.optim.AdamW(lr, betas=(b1, b2), eps, weight_decay=wd):
            p <- p - lr wd p;  m <- b1 m + (1 - b1) g;  v <- b2 v + (1 - b2) g^2;
            p <- p - lr (m / (1 - b1^t)) / (sqrt(v / (1 - b2^t)) + eps).

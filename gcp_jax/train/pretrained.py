@@ -63,8 +63,8 @@ def check_padding(checkpoint: CheckpointFile, model: nn.Module) -> None:
         f"stride-2 convolutions and the max-pool 'same' (the odd pixel "
         f"after); the model pads {model.padding!r}, so the weights would "
         f"compute another network. Fix: build the model with "
-        f"padding='same' (config file: config.model_overrides.padding = "
-        f"'same'; Python: create_model(..., padding='same')).")
+        f"padding='same' (config file: config.model.backbone_options."
+        f"padding = 'same'; Python: create_model(..., padding='same')).")
 
 
 def _import(checkpoint: CheckpointFile, config: ml_collections.ConfigDict,

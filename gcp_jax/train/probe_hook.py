@@ -1,4 +1,4 @@
-"""The gradient-direction probe during training (METHOD 8).
+"""The gradient-direction probe during training (docs/method.md §10.1).
 
 GCP_Optimization records, inside its training loop, the loss and the
 gradient change along the activation gradient after the stem, every K

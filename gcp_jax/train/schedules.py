@@ -1,4 +1,4 @@
-"""Learning-rate schedules of the GCP training recipes (METHOD section 6).
+"""Learning-rate schedules of the GCP training recipes (docs/method.md §8.4).
 
 Synopsis:
   config = ml_collections.ConfigDict({"name": "lrfast"})
@@ -36,17 +36,18 @@ Fields in brackets are optional (default False). All schedules but `linear`
 reference scripts, which set the LR at the start of each epoch.
 
 `step` with milestones (30, 45, 60), gamma 0.1, 65 epochs is fast-MPN-COV's
-from-scratch recipe (METHOD 6.2); `lrnorm/lrfast/lradju` are the
-GCP_Optimization ResNet schedules (6.3; `lrnorm` = `step` every 30 epochs),
+from-scratch recipe (docs/method.md §8.5); `lrnorm/lrfast/lradju` are the
+GCP_Optimization ResNet schedules (§8.4; `lrnorm` = `step` every 30 epochs),
 `mobilenet_*` its MobileNetV2 ones (reference b: 0.045, 0.06, 0.06),
-`linear` its ShuffleNetV2 one, and `cosine` the DropCov DeiT one (6.5).
+`linear` its ShuffleNetV2 one, and `cosine` the DropCov DeiT one (§8.5).
 
-LRfast / LRadju and the epoch-0 artefact (gcp-jax decision 8). The paper
-writes the formulas for a 1-based epoch E; the reference code evaluates them
-at the 0-based epoch, so its first epoch runs above the base LR. Here:
+LRfast / LRadju and the epoch-0 artefact (docs/design.md, 'Epoch artefact').
+The paper writes the formulas for a 1-based epoch E; the reference code
+evaluates them at the 0-based epoch, so its first epoch runs above the base
+LR. Here:
 
   * default, `reference_epoch_artefact = True`: E = e, the reference code's
-    values (METHOD 6.3 table). With b = 0.1:
+    values (docs/method.md §8.4). With b = 0.1:
       lrfast  e = 0: 0.1233, 1: 0.1, 2: 0.0808, 5: 0.0415, 10: 0.0124,
               15: 3.2e-3, 20: 6.7e-4, 25: 1.1e-4, 29: 2.0e-5
       lradju  e = 0: 0.1041, 1: 0.1, 10: 0.0666, 20: 0.0375, 30: 0.0167,

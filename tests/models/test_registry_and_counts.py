@@ -60,7 +60,8 @@ def test_remaining_model_output_shapes(name):
   _output_shape_check(name)
 
 
-# Seed tables (METHOD 1.4, issue 3): millions of parameters, 1000 classes.
+# Seed tables (docs/method.md §7.2, issue 3): millions of parameters, 1000
+# classes.
 PARAMS_M = {
     "resnet18_gap": 11.7, "resnet34_gap": 21.8, "resnet50_gap": 25.6,
     "resnet101_gap": 44.6,

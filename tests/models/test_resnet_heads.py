@@ -66,7 +66,7 @@ def _train_forward(model, variables, x, key):
 
 def test_dropcov_rate_matches_numpy():
   """Rate from the sown intermediates vs a float64 numpy computation of
-  METHOD 5.1 on the same reduced features and ECA kernel."""
+  docs/method.md §6.1 on the same reduced features and ECA kernel."""
   model, variables = _init("resnet_tiny_dropcov", _images())
   x = _images()
   _, state = model.apply(variables, x, True, rngs={"dropout": jax.random.key(1)},
@@ -124,7 +124,7 @@ def test_dim_override_changes_the_reduction():
 
 def test_isqrt_eigh_method_override_gives_the_same_logits():
   """representation_options={"method": "eigh"} (as a config's
-  model_overrides gives it) computes the same model: logits equal the
+  model.representation_options gives it) computes the same model: logits equal the
   Newton-Schulz head's to float32 rounding. 8 px images give a 2 x 2 map
   (M = 4 < d = 16: the Gram path). Gradients of both methods are compared
   in tests/ops/test_spectral_newton_schulz.py."""

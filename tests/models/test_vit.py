@@ -35,7 +35,7 @@ def test_cross_covariance_matches_numpy():
 
 def test_token_dropout_is_tokenwise_and_shared_by_q_and_k(monkeypatch):
   """Each (sample, head, token) row of Q and K is kept or dropped as a
-  whole, with the same mask for both (METHOD 5.3, intended semantics)."""
+  whole, with the same mask for both (docs/design.md, 'Transformer DropCov')."""
   head = token_heads.TokenDropCovHead(10, num_heads=2, head_dim=4,
                                       token_rate=0.5, element_rate=0.0)
   tokens = jnp.asarray(RNG.standard_normal((3, 1 + 50, 16)), jnp.float32)

@@ -1,4 +1,4 @@
-"""Independent float64 references written from METHOD.md, not from the
+"""Independent float64 references written from docs/method.md, not from the
 code under test (numpy, and the shared torch reference in float64)."""
 
 import numpy as np
@@ -8,7 +8,7 @@ from torch_reference import ops as torch_ops
 
 
 def covariance(x: np.ndarray) -> np.ndarray:
-  """X Ibar X^T with the explicit M x M centring matrix (METHOD 1.1).
+  """X Ibar X^T with the explicit M x M centring matrix (docs/method.md §2.1).
 
   x: (B, M, C) -> (B, C, C), float64.
   """

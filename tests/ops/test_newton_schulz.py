@@ -1,4 +1,5 @@
-"""isqrt: the reference function of METHOD 2.1, exact gradients, no NaN."""
+"""isqrt: the reference function of docs/method.md §3.1, exact gradients,
+no NaN."""
 
 import jax
 import jax.numpy as jnp
@@ -47,7 +48,8 @@ def test_converges_to_true_root():
 
 
 def test_n1_closed_form():
-  """N = 1 is Y_1 = A (3I - A) / 2, then times sqrt(trace) (METHOD 2.1)."""
+  """N = 1 is Y_1 = A (3I - A) / 2, then times sqrt(trace)
+  (docs/method.md §3.1)."""
   cov = np.diag([3.0, 1.0])                       # trace 4, A = diag(.75, .25)
   a = np.diag([0.75, 0.25])
   want = 0.5 * a @ (3 * np.eye(2) - a) * 2.0

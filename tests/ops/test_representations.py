@@ -1,4 +1,4 @@
-"""Registry, ePN, B-CNN and svPN against numpy formulas from METHOD 4."""
+"""Registry, ePN, B-CNN and svPN against numpy formulas (docs/method.md §4)."""
 
 import jax
 import jax.numpy as jnp

@@ -1,6 +1,6 @@
 """isqrt(method="eigh"): the Newton-Schulz polynomial on eigenvalues.
 
-References are the float64 numpy matrix iteration of METHOD 2.1
+References are the float64 numpy matrix iteration of docs/method.md §3.1
 (`references.newton_schulz_sqrt`), numpy divided differences and central
 finite differences, none of them the code under test.
 """

@@ -26,7 +26,8 @@ def test_matches_numpy_triu_indices(n):
 
 
 def test_paper_dimensions():
-  """32896 for d = 256, 12880 for d = 160, 8256 for d = 128 (METHOD 1.4)."""
+  """32896 for d = 256, 12880 for d = 160, 8256 for d = 128
+  (docs/method.md §7.2)."""
   for d, dim in [(256, 32896), (160, 12880), (128, 8256)]:
     assert ops.triu_vec(jnp.zeros((1, d, d))).shape == (1, dim)
 

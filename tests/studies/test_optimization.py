@@ -27,18 +27,19 @@ def test_digits_runs_differ_only_in_the_head():
   before = base.to_dict()
   runs = optimization.digits_runs(settings, base, "/out")
   assert base.to_dict() == before
-  assert [(r.label, r.config.model) for r in runs] == [
-      ("GAP", "resnet_tiny_gap"), ("iSQRT", "resnet_tiny_isqrt"),
-      ("DropCov", "resnet_tiny_dropcov")]
+  assert [(r.label, r.config.model.head, r.config.model.representation)
+          for r in runs] == [("GAP", "gap", "isqrt"), ("iSQRT", "gcp", "isqrt"),
+                             ("DropCov", "dropcov", "isqrt")]
   assert [r.workdir for r in runs] == [
       os.path.join("/out", "runs", label) for label in ("GAP", "iSQRT",
                                                         "DropCov")]
-  assert runs[0].config.model_overrides.to_dict() == {"width": 16}
+  for run in runs:
+    assert run.config.model.backbone == "resnet_tiny"
+    assert run.config.model.backbone_options.to_dict() == {"width": 16}
   for run in runs[1:]:
-    assert run.config.model_overrides.to_dict() == {"width": 16, "dim": 32}
-  shared = _without(runs[0].config, "model", "model_overrides")
-  assert all(_without(r.config, "model", "model_overrides") == shared
-             for r in runs)
+    assert run.config.model.dim == 32
+  shared = _without(runs[0].config, "model")
+  assert all(_without(r.config, "model") == shared for r in runs)
   config = runs[1].config
   assert config.num_epochs == settings.num_epochs
   assert config.data.image_size == settings.image_size

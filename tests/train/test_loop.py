@@ -10,7 +10,7 @@ import pytest
 from gcp_jax.analysis import gradient_probe
 from gcp_jax.data.config import DataError
 from gcp_jax.data.pipeline import create_datasets
-from gcp_jax.models import create_model
+from gcp_jax.models import build_model
 from gcp_jax.train import loop, restore
 from gcp_jax.train.probe_hook import PROBE_FILE
 from gcp_jax.train.checkpoint import CheckpointMismatchError
@@ -124,7 +124,7 @@ def test_probe_records_pre_update_weights_on_the_step_batch(trained,
   assert [r.step for r in records] == [0, 7, 14, 21, 28, 35]
   assert all(r.bn_mode == "batch" and r.batch_size == 64 for r in records)
   np.testing.assert_allclose(records[0].etas, [0.1, 0.6, 1.1, 1.6])
-  model = create_model(config.model, 10)            # no device axis
+  model = build_model(loop.model_config(config), 10)   # no device axis
   x = np.zeros((1, 16, 16, 3), np.float32)
   variables = model.init(jax.random.key(config.seed), x, False)
   batch = next(iter(create_datasets(config.data).train_batches(0)))

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from configs import finetune_fmpn
+from configs.common import model_config
 from gcp_jax.convert import (CheckpointFormatError, WeightMappingError,
                              save_pytorch_checkpoint)
 from gcp_jax.data.config import DataError
@@ -32,7 +33,7 @@ def test_finetune_config_takes_the_backbone_and_a_fresh_classifier(tmp_path):
   path = str(tmp_path / "pretrained.pth")
   save_pytorch_checkpoint(source, path)
   config = finetune_fmpn.get_config("cub")
-  config.model = "resnet_tiny_isqrt"
+  config.model = model_config("resnet_tiny_isqrt")
   config.init_from = path
   config.data.data_dir = write_digits_image_folder(str(tmp_path / "digits"))
   config.data.update({"image_size": 16, "resize_size": 16,

@@ -1,4 +1,5 @@
-"""LR schedules against METHOD section 6 and the reference scripts' formulas."""
+"""LR schedules against docs/method.md §8.4 and the reference scripts'
+formulas."""
 
 import math
 
@@ -33,7 +34,7 @@ def _rounds_to(values, table):
         e, values[e], shown)
 
 
-# METHOD 6.3, reference code (0-based epoch in the 1-based formula).
+# docs/method.md §8.4, reference code (0-based epoch in the 1-based formula).
 LRFAST_REFERENCE = {0: "0.1233", 1: "0.1", 2: "0.0808", 5: "0.0415",
                     10: "0.0124", 15: "3.2e-3", 20: "6.7e-4", 25: "1.1e-4",
                     29: "2.0e-5"}

@@ -3,10 +3,12 @@
 import ml_collections
 
 from configs import default
+from configs.common import model_config
 
 
-def tiny_config(data_dir: str, **overrides) -> ml_collections.ConfigDict:
-  """resnet_tiny_isqrt (width 8, d=16) at 16 px, 2 epochs of batch 64 (21
+def tiny_config(data_dir: str, model: str = "resnet_tiny_isqrt",
+                **overrides) -> ml_collections.ConfigDict:
+  """`model` (a published name; resnet_tiny_isqrt: width 8, d=16) at 16 px, 2 epochs of batch 64 (21
   steps each): LR 0.4 in epoch 0, 0.04 in epoch 1, no train augmentation.
 
   Why: this run must learn clearly in 42 steps. With the default's
@@ -19,7 +21,7 @@ def tiny_config(data_dir: str, **overrides) -> ml_collections.ConfigDict:
   run. The augmentations themselves are tested in tests/data.
   """
   config = default.get_config()
-  config.model_overrides = ml_collections.ConfigDict()
+  config.model = model_config(model)
   config.data.data_dir = str(data_dir)
   config.data.image_size = 16
   config.data.train_augment = "none"
