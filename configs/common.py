@@ -9,6 +9,13 @@ Fields (all overridable with --config.KEY=VALUE; unknown keys are errors):
                         --config.model.dim=128. `model_config(NAME)` fills
                         it from a published name such as "resnet50_isqrt"
   num_classes           0 = from the data set (must match it otherwise)
+  extra_outputs         classifier outputs beyond the data's classes that no
+                        label uses (1: the MindSpore recipe's 1001-way head
+                        over ImageNet's 1000 classes); 0 = none
+  init_scheme           weights of a model trained from scratch: "module"
+                        (each layer's PyTorch-default initialiser) or
+                        "mindspore" (the TPAMI seed's init_weight;
+                        gcp_jax.train.init_schemes)
   half_precision        bf16 backbone; params and the GCP head stay float32
   sync_bn               BatchNorm statistics averaged over all devices
                         (False: per-device, PyTorch DataParallel semantics)
@@ -27,6 +34,9 @@ Fields (all overridable with --config.KEY=VALUE; unknown keys are errors):
   optimizer             `gcp_jax.train.optim.create_optimizer`
   schedule              `gcp_jax.train.schedules.create_lr_schedule`
   label_smoothing       epsilon of smoothed targets
+  label_smoothing_style "uniform" (eps / K on every class, PyTorch / timm)
+                        or "others" (1 - eps on the true class, eps / (K-1)
+                        on the others, MindSpore; gcp_jax.ops.losses)
   ema_decay             > 0: keep an exponential moving average of the
                         weights (and BN statistics), evaluated next to them
                         as ema_top1 / ema_top5 (DeiT: 0.99996); 0 = off
@@ -64,6 +74,8 @@ def base_config() -> ml_collections.ConfigDict:
   config.seed = 0
   config.model = model_config()
   config.num_classes = 0
+  config.extra_outputs = 0
+  config.init_scheme = "module"
   config.half_precision = False
   config.sync_bn = True
   config.dropcov_global_rate = False
@@ -79,6 +91,7 @@ def base_config() -> ml_collections.ConfigDict:
   config.schedule = ml_collections.ConfigDict({
       "name": "step", "milestones": (30, 60, 90), "gamma": 0.1})
   config.label_smoothing = 0.0
+  config.label_smoothing_style = "uniform"
   config.ema_decay = 0.0
   config.best_metric = "top1"
   config.num_epochs = 100
