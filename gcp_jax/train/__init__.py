@@ -5,6 +5,7 @@ checkpoints, the loop (`gcp_jax.train.loop.train_and_evaluate`).
   schedules     learning-rate schedules of the GCP recipes
   optim         SGD / AdamW with decay masks and lr multipliers
   state         the replicated TrainState and a model's step-0 state
+  init_schemes  fresh weights re-drawn as a recipe does (`init_scheme`)
   steps         compiled data-parallel train and eval steps
   evaluation    a config's eval steps and one pass over the eval batches
   checkpoint    Orbax checkpoints of a workdir: latest-N and the best
