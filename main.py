@@ -130,10 +130,10 @@ def main(argv: list[str]) -> None:
     model = build_model(config, config.num_classes or 1000)
     print(format_summary(summarize(model, config.data.image_size)))
   elif FLAGS.mode == "export":
-    from gcp_jax.train.loop import export_pytorch
+    from gcp_jax.train.restore import export_pytorch
     print(f"Wrote {export_pytorch(config, workdir)}")
   elif FLAGS.mode == "eval":
-    from gcp_jax.train.loop import evaluate
+    from gcp_jax.train.restore import evaluate
     metrics = evaluate(config, workdir)
     if jax.process_index() == 0:
       _write_json(os.path.join(workdir, "eval_results.json"), metrics)

@@ -68,10 +68,9 @@ import optax  # noqa: E402
 from benchmarks.bench_output import (  # noqa: E402
     log, max_rel_diff, median_ms, table)
 from benchmarks.jax_steps import SGD, sgd_train_step  # noqa: E402
-from gcp_jax import backend, ops  # noqa: E402
+from gcp_jax import backend, ops, parallel  # noqa: E402
 from gcp_jax.models import create_model  # noqa: E402
 from gcp_jax.models.summary import summarize  # noqa: E402
-from gcp_jax.train import parallel  # noqa: E402
 from gcp_jax.train.steps import make_eval_step  # noqa: E402
 
 import torch  # noqa: E402

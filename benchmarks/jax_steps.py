@@ -5,16 +5,14 @@ TensorFlow or the input pipeline."""
 from collections.abc import Callable
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import optax
 from flax import linen as nn
 from jax.sharding import Mesh
 
-from gcp_jax import backend
-from gcp_jax.train import parallel
+from gcp_jax import parallel
 from gcp_jax.train.optim import create_optimizer
-from gcp_jax.train.state import TrainState
+from gcp_jax.train.state import TrainState, initial_state
 from gcp_jax.train.steps import make_train_step
 
 SGD = {"name": "sgd", "momentum": 0.9, "weight_decay": 1e-4}
@@ -31,10 +29,7 @@ def sgd_train_step(model: nn.Module, mesh: Mesh, image_size: int,
     state, the number of trainable parameters).
   """
   tx = create_optimizer(ml_collections.ConfigDict(SGD), schedule)
-  variables = backend.jit(model.init, static_argnums=2)(
-      jax.random.key(seed),
-      jnp.zeros((1, image_size, image_size, 3), jnp.float32), False)
-  num_params = sum(x.size for x in jax.tree.leaves(variables["params"]))
-  state = parallel.replicate(mesh, TrainState.create(
-      variables["params"], variables["batch_stats"], tx, seed))
-  return make_train_step(model, tx, schedule, mesh), state, num_params
+  state = initial_state(model, tx, image_size, seed)
+  num_params = sum(x.size for x in jax.tree.leaves(state.params))
+  return (make_train_step(model, tx, schedule, mesh),
+          parallel.replicate(mesh, state), num_params)

@@ -125,10 +125,10 @@ import tensorflow as tf  # noqa: E402
 from benchmarks.bench_output import log, table  # noqa: E402
 from benchmarks.jax_steps import SGD, sgd_train_step  # noqa: E402
 from configs import default as default_config  # noqa: E402
+from gcp_jax import parallel  # noqa: E402
 from gcp_jax.data.pipeline import (create_datasets,  # noqa: E402
                                    default_data_config)
 from gcp_jax.models import create_model  # noqa: E402
-from gcp_jax.train import parallel  # noqa: E402
 from gcp_jax.train.schedules import create_lr_schedule  # noqa: E402
 
 try:

@@ -10,7 +10,8 @@
   hessian            the Hessian of a model's loss (a block of it) as an HVP
   spectral           power iteration, Lanczos, Hutchinson trace, SLQ density
   preconditioning    the normalisation's backward as a pre-conditioner
-  forward            BN modes ('batch' / 'running'), meshes, shared helpers
+  forward            BN modes ('batch' / 'running'), batch checks (meshes:
+                     `gcp_jax.parallel`)
   results_io         result dataclasses <-> .json / .npz, atomic writes
 
 Nothing here imports `gcp_jax.train` (the training loop imports the probe).

@@ -24,10 +24,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import linen as nn
-from jax import lax
 from jax.sharding import Mesh, PartitionSpec as P
 
-from gcp_jax import backend
+from gcp_jax import backend, parallel
 from gcp_jax.analysis import forward
 
 EvaluateFn = Callable[[forward.Variables, Sequence[forward.Batch],
@@ -49,17 +48,16 @@ def make_evaluator(model: nn.Module, *, bn_mode: str,
     compiled once per batch shape.
   """
   forward.check_bn_mode(bn_mode)
-  mesh = forward.resolve_mesh(mesh)
-  axis = forward.mesh_axis(mesh)
+  mesh = parallel.resolve_mesh(mesh)
+  axis = parallel.mesh_axis(mesh)
 
   def per_device(variables, images, labels, mask, key):
     logits = forward.apply_model(model, variables, images, bn_mode,
-                                 forward.device_key(key, axis))
+                                 parallel.device_key(key, axis))
     correct = (jnp.argmax(logits, -1) == labels).astype(jnp.float32)
-    sums = jnp.stack([
-        jnp.sum(mask * forward.cross_entropy_loss(logits, labels)),
-        jnp.sum(mask * correct), jnp.sum(mask)])
-    return lax.psum(sums, axis)
+    return parallel.masked_sums(
+        {"loss_sum": forward.cross_entropy_loss(logits, labels),
+         "correct_sum": correct}, mask, axis)
 
   batch_sums = backend.jit(jax.shard_map(
       per_device, mesh=mesh,
@@ -70,19 +68,19 @@ def make_evaluator(model: nn.Module, *, bn_mode: str,
       forward.check_unpadded(batches, "evaluation")
     if not batches:
       raise ValueError("At least one evaluation batch is needed.")
-    variables, key = forward.place(mesh, (variables, key), P())
+    variables, key = parallel.place(mesh, (variables, key), P())
     total = None
     for b, batch in enumerate(batches):
       size = int(np.shape(batch["label"])[0])
-      forward.check_divisible(size, mesh, "evaluation")
+      parallel.check_batch_size(size, mesh, "evaluation")
       mask = batch.get("mask")
       mask = np.ones(size, np.float32) if mask is None else mask
-      images, labels, mask = forward.place(
+      images, labels, mask = parallel.place(
           mesh, (batch["image"], batch["label"], mask), P(axis))
       sums = batch_sums(variables, images, labels,
                         mask.astype(jnp.float32), jax.random.fold_in(key, b))
-      total = sums if total is None else total + sums
-    loss_sum, correct_sum, count = np.asarray(jax.device_get(total),
-                                              np.float64)
-    return float(loss_sum / count), float(correct_sum / count)
+      total = sums if total is None else jax.tree.map(jnp.add, total, sums)
+    total = {k: np.float64(v) for k, v in jax.device_get(total).items()}
+    return (float(total["loss_sum"] / total["count"]),
+            float(total["correct_sum"] / total["count"]))
   return evaluate

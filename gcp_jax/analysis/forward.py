@@ -1,4 +1,5 @@
-"""Model forward passes in an explicit BatchNorm mode, over a device mesh.
+"""Model forward passes in an explicit BatchNorm mode, and checks of the
+batches the analyses take.
 
 Every analysis evaluates the model in one of two BN modes, always passed
 explicitly and recorded with the results:
@@ -16,7 +17,8 @@ Device sharding follows the training steps (`gcp_jax.train.steps`, pmap
 style): a 1-D `jax.sharding.Mesh` (axis name `mesh.axis_names[0]`), a
 per-device function mapped with `jax.shard_map` under `jax.jit`, sums and
 counts combined with `lax.psum`. `mesh=None` means one device (a 1-device
-mesh with axis `DEFAULT_AXIS`), so there is one code path.
+mesh with axis `gcp_jax.parallel.DATA_AXIS`), so there is one code path;
+the meshes, placement and batch-size check are `gcp_jax.parallel`'s.
 
 In 'batch' mode each device normalises with the statistics of its own slice
 of the batch unless the model was built with `bn_axis_name` equal to the
@@ -25,7 +27,7 @@ depend on the device count in the first case, not in the second.
 
 Synopsis:
   logits = apply_model(model, variables, images, "batch", key)
-  mesh = resolve_mesh(None)          # 1 device, axis "data"
+  data = stack_batches(batches, ("image", "label"))   # (N, B, ...)
 """
 
 from typing import Any, Callable, Mapping, Sequence
@@ -33,13 +35,10 @@ from typing import Any, Callable, Mapping, Sequence
 import jax
 import numpy as np
 from flax import linen as nn
-from jax import lax
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from gcp_jax.ops.losses import cross_entropy
 
 BN_MODES = ("batch", "running")
-DEFAULT_AXIS = "data"   # the axis name gcp_jax.train uses for its mesh
 
 PyTree = Any
 Variables = Mapping[str, PyTree]          # {'params': ..., 'batch_stats': ...}
@@ -82,43 +81,6 @@ def apply_model(model: nn.Module, variables: Variables, inputs: jax.Array,
 def cross_entropy_loss(logits: jax.Array, labels: jax.Array) -> jax.Array:
   """Per-example cross-entropy (no label smoothing): (B, K), (B,) -> (B,)."""
   return cross_entropy(logits, labels, 0.0)
-
-
-def resolve_mesh(mesh: Mesh | None) -> Mesh:
-  """The mesh to map over: `mesh` (must be 1-D), or one device when None."""
-  if mesh is None:
-    return Mesh(np.array(jax.devices()[:1]), (DEFAULT_AXIS,))
-  if len(mesh.axis_names) != 1:
-    raise ValueError(f"The analyses take a 1-D mesh, got axes "
-                     f"{mesh.axis_names}.")
-  return mesh
-
-
-def mesh_axis(mesh: Mesh) -> str:
-  """The name of the mesh's (only) axis."""
-  return mesh.axis_names[0]
-
-
-def place(mesh: Mesh, tree: PyTree, spec: P) -> PyTree:
-  """Puts every leaf of `tree` (numpy or jax arrays) on the mesh with
-  sharding `spec` (a no-op for leaves already placed so), as meshes with
-  explicit axis types require of a mapped function's inputs."""
-  return jax.device_put(tree, NamedSharding(mesh, spec))
-
-
-def check_divisible(batch_size: int, mesh: Mesh, what: str) -> None:
-  """Raises ValueError unless `batch_size` splits evenly over the mesh."""
-  if batch_size % mesh.size:
-    raise ValueError(
-        f"The {what} batch of {batch_size} examples does not split evenly "
-        f"over the {mesh.size} devices of the mesh; use a multiple of "
-        f"{mesh.size}.")
-
-
-def device_key(key: jax.Array, axis: str) -> jax.Array:
-  """`key` folded with the device index (inside a mapped function), so
-  dropout masks differ across devices, as in training."""
-  return jax.random.fold_in(key, lax.axis_index(axis))
 
 
 def check_unpadded(batches: Sequence[Batch], what: str) -> None:

@@ -59,7 +59,7 @@ from flax import linen as nn
 from jax import lax
 from jax.sharding import Mesh, PartitionSpec as P
 
-from gcp_jax import backend
+from gcp_jax import backend, parallel
 from gcp_jax.analysis import forward, results_io
 
 # (variables, inputs, bn_mode, key) -> outputs
@@ -174,8 +174,8 @@ def make_gradient_probe(split: Split, *, bn_mode: str,
   if not isinstance(eta_batch_size, int) or eta_batch_size < 1:
     raise ValueError(f"probe: eta_batch_size must be an int >= 1, got "
                      f"{eta_batch_size!r}.")
-  mesh = forward.resolve_mesh(mesh)
-  axis = forward.mesh_axis(mesh)
+  mesh = parallel.resolve_mesh(mesh)
+  axis = parallel.mesh_axis(mesh)
 
   def local_mean_part(variables, x, targets, key):
     """This device's share of the global mean loss: s_d / B."""
@@ -186,14 +186,14 @@ def make_gradient_probe(split: Split, *, bn_mode: str,
     return jnp.sqrt(lax.psum(jnp.sum(jnp.square(t)), axis))
 
   def base_per_device(variables, inputs, targets, key):
-    key = forward.device_key(key, axis)
+    key = parallel.device_key(key, axis)
     x = lax.stop_gradient(split.base(variables, inputs, bn_mode, key))
     part, g0 = jax.value_and_grad(local_mean_part, argnums=1)(
         variables, x, targets, key)
     return x, g0, lax.psum(part, axis), global_norm(g0)
 
   def etas_per_device(variables, x, g0, targets, key, eta_chunk):
-    key = forward.device_key(key, axis)
+    key = parallel.device_key(key, axis)
 
     def at_eta(eta):
       part, g = jax.value_and_grad(local_mean_part, argnums=1)(
@@ -212,15 +212,15 @@ def make_gradient_probe(split: Split, *, bn_mode: str,
   num_chunks = -(-len(etas) // eta_batch_size)
   padded = np.concatenate(
       [etas, np.full(num_chunks * eta_batch_size - len(etas), etas[-1])])
-  chunks = forward.place(
+  chunks = parallel.place(
       mesh, list(padded.reshape(num_chunks, eta_batch_size)), P())
 
   def probe(variables: forward.Variables, inputs: Any, targets: Any,
             key: jax.Array, step: int | None = None) -> GradientProbeResult:
     batch_size = int(np.shape(inputs)[0])
-    forward.check_divisible(batch_size, mesh, "probe")
-    variables, key = forward.place(mesh, (variables, key), P())
-    inputs, targets = forward.place(mesh, (inputs, targets), P(axis))
+    parallel.check_batch_size(batch_size, mesh, "probe")
+    variables, key = parallel.place(mesh, (variables, key), P())
+    inputs, targets = parallel.place(mesh, (inputs, targets), P(axis))
     x, g0, base_loss, g0_norm = base_fn(variables, inputs, targets, key)
     parts = [etas_fn(variables, x, g0, targets, key, chunk)
              for chunk in chunks]

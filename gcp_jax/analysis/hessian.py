@@ -48,8 +48,9 @@ import jax.numpy as jnp
 from flax import traverse_util
 from jax import lax
 from jax.flatten_util import ravel_pytree
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import Mesh, PartitionSpec as P
 
+from gcp_jax import parallel
 from gcp_jax.analysis import forward, spectral
 
 
@@ -123,11 +124,11 @@ def model_hessian(model: Any, variables: forward.Variables,
       raise ValueError("bn_mode='batch' needs a dropout key.")
     key = jax.random.key(0)
   forward.check_unpadded(batches, "Hessian")
-  mesh = forward.resolve_mesh(mesh)
-  axis = forward.mesh_axis(mesh)
+  mesh = parallel.resolve_mesh(mesh)
+  axis = parallel.mesh_axis(mesh)
   data = forward.stack_batches(batches, ("image", "label"))
   num_batches, batch_size = data["label"].shape[:2]
-  forward.check_divisible(batch_size, mesh, "Hessian")
+  parallel.check_batch_size(batch_size, mesh, "Hessian")
   num_samples = num_batches * batch_size
 
   flat = traverse_util.flatten_dict(variables["params"], sep="/")
@@ -150,7 +151,7 @@ def model_hessian(model: Any, variables: forward.Variables,
 
     def add_batch(total, xs):
       images, labels, index = xs
-      batch_key = forward.device_key(jax.random.fold_in(key, index), axis)
+      batch_key = parallel.device_key(jax.random.fold_in(key, index), axis)
       grad = jax.grad(lambda u: batch_loss_sum(u, images, labels, batch_key))
       return total + jax.jvp(grad, (w,), (v,))[1], None
 
@@ -166,13 +167,9 @@ def model_hessian(model: Any, variables: forward.Variables,
   def apply(operand, v):
     return mapped(*operand, v)
 
-  replicated = NamedSharding(mesh, P())
-  operand = (
-      jax.device_put(block_flat, replicated),
-      jax.device_put(frozen, replicated),
-      jax.device_put(stats, replicated),
-      jax.device_put(data, NamedSharding(mesh, P(None, axis))),
-      jax.device_put(key, replicated))
+  operand = (*parallel.place(mesh, (block_flat, frozen, stats), P()),
+             parallel.place(mesh, data, P(None, axis)),
+             parallel.place(mesh, key, P()))
   operator = spectral.SymmetricOperator(apply, operand, int(block_flat.size),
                                         block_flat.dtype)
   return ModelHessian(operator, tuple(paths), unravel, block, bn_mode,

@@ -44,7 +44,7 @@ BN mode: 'running' makes g_i depend on example i alone; in 'batch' mode g_i
 is the derivative of loss_i of the batch forward (examples coupled through
 the batch statistics). The computation runs on one device (per-sample
 gradients are B x p numbers), inside a 1-device map with axis
-`forward.DEFAULT_AXIS`, so models built for synchronised-BN training work.
+`parallel.DATA_AXIS`, so models built for synchronised-BN training work.
 
 Synopsis:
   res = gradient_preconditioning(model, variables, images, labels,
@@ -61,7 +61,7 @@ import numpy as np
 from flax import linen as nn
 from jax.sharding import PartitionSpec as P
 
-from gcp_jax import backend, ops
+from gcp_jax import backend, ops, parallel
 from gcp_jax.analysis import forward
 from gcp_jax.models import heads
 from gcp_jax.ops.linalg import HIGHEST
@@ -149,7 +149,7 @@ def head_function(model: nn.Module, variables: forward.Variables,
     W (1, 1, C, d) -> logits (B, K), built from the head's own pieces:
     `heads.ReductionBlock`, the representation's pool / normalize /
     vectorize, and the FC parameters. Must be called inside a mapped
-    context with axis `forward.DEFAULT_AXIS` if the model synchronises BN.
+    context with axis `parallel.DATA_AXIS` if the model synchronises BN.
   """
   _check_gcp_head(model)
   head = model.head
@@ -205,7 +205,7 @@ def per_sample_gradients(model: nn.Module, variables: forward.Variables,
   for each name in `backwards` (see `head_function`)."""
   forward.check_bn_mode(bn_mode)
   _check_gcp_head(model)
-  mesh = forward.resolve_mesh(None)
+  mesh = parallel.resolve_mesh(None)
 
   def run(variables, images, labels, key):
     if bn_mode == "batch":
@@ -227,7 +227,7 @@ def per_sample_gradients(model: nn.Module, variables: forward.Variables,
 
   mapped = backend.jit(jax.shard_map(run, mesh=mesh, in_specs=P(),
                                          out_specs=P()))
-  grads = jax.device_get(mapped(*forward.place(
+  grads = jax.device_get(mapped(*parallel.place(
       mesh, (variables, images, labels, key), P())))
   return {k: np.asarray(v, np.float64) for k, v in grads.items()}
 

@@ -58,12 +58,13 @@ import ml_collections
 import numpy as np
 from flax import linen as nn
 
+from gcp_jax import parallel
 from gcp_jax.analysis import (gradient_probe, hessian, landscape, results_io,
                               spectral)
 from gcp_jax.data.pipeline import create_datasets
 from gcp_jax.models import published_config
 from gcp_jax.studies import summary
-from gcp_jax.train import loop, parallel, probe_hook
+from gcp_jax.train import loop, probe_hook, restore
 
 # label -> published model name; the plots colour the labels GAP red, GCP blue,
 # DropCov green
@@ -243,9 +244,9 @@ def load_model(run: ModelRun, train: bool) -> TrainedModel:
   at once), then loads its latest checkpoint and probe file."""
   metrics = (loop.train_and_evaluate(run.config, run.workdir).eval_metrics
              if train else {})
-  model, state = loop.load_checkpoint(run.config, run.workdir)
+  model, state = restore.load_checkpoint(run.config, run.workdir)
   if not metrics:
-    metrics = loop.evaluate(run.config, run.workdir)
+    metrics = restore.evaluate(run.config, run.workdir)
   probe_path = os.path.join(run.workdir, probe_hook.PROBE_FILE)
   bands = (summary.probe_bands(gradient_probe.load_results(probe_path))
            if os.path.exists(probe_path) else None)

@@ -1,4 +1,5 @@
-"""The training loop: `train_and_evaluate(config, workdir)` and `evaluate`.
+"""The training loop: `train_and_evaluate(config, workdir)`, and the set-up
+of a run (`setup`) that `gcp_jax.train.restore` shares.
 
 Initialisation order: the workdir's latest checkpoint (automatic resume),
 else a fresh initialisation from `config.seed`. The data position is derived
@@ -10,49 +11,47 @@ uninterrupted one.
 Synopsis:
   result = train_and_evaluate(config, workdir)
   result.eval_metrics["top1"], result.history[-1]["loss"]
-  metrics = evaluate(config, workdir)        # latest checkpoint, no training
+  run = setup(config, workdir)     # mesh, data, model, optimiser, state
 """
 
 import dataclasses
 import functools
 import os
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+import optax
+from flax import linen as nn
 from jax.experimental import multihost_utils
+from jax.sharding import Mesh
 
-from gcp_jax import backend
+from gcp_jax import models, parallel
 from gcp_jax.data import mixing
 from gcp_jax.data.config import DataSettings
-from gcp_jax.convert import save_pytorch_checkpoint
-from gcp_jax.errors import GcpJaxError
-from gcp_jax import models
+from gcp_jax.errors import ConfigError, GcpJaxError
 from gcp_jax.models import ModelConfig, Runtime
 from gcp_jax.train import checkpoint as ckpt_lib
-from gcp_jax.train import parallel
+from gcp_jax.train.config_check import check_training_config
+from gcp_jax.train.evaluation import evaluate_batches, make_eval_steps
 from gcp_jax.train.optim import create_optimizer
-from gcp_jax.train.pretrained import (check_padding, eval_variables,
-                                      pretrained_variables, read_init_from)
+from gcp_jax.train.pretrained import (check_padding, pretrained_variables,
+                                      read_init_from)
 from gcp_jax.train.probe_hook import ProbeHook
 from gcp_jax.train.reporting import Reporter
 from gcp_jax.train.schedules import create_lr_schedule
-from gcp_jax.train.state import TrainState
-from gcp_jax.train.steps import make_eval_step, make_train_step
+from gcp_jax.train.state import TrainState, initial_state
+from gcp_jax.train.steps import make_train_step
 
-
-PYTORCH_EXPORT = "pytorch_state_dict.pth"
+if TYPE_CHECKING:   # gcp_jax.data.pipeline imports TensorFlow
+  from gcp_jax.data.pipeline import Datasets
 
 
 class NonFiniteLossError(GcpJaxError, FloatingPointError):
   """The training loss became NaN or Inf."""
-
-
-class MissingCheckpointError(GcpJaxError, FileNotFoundError):
-  """`--mode=eval` on a workdir without a checkpoint."""
 
 
 @dataclasses.dataclass
@@ -85,26 +84,14 @@ def build_model(config: ml_collections.ConfigDict, num_classes: int):
     raise parallel.ConfigError(f"config.model: {e}") from None
 
 
-def _initial_state(config, model, tx, image_size: int,
-                   compiled: bool = True) -> TrainState:
-  """The step-0 state; `compiled=False` traces `model.init` as it is (for
-  `jax.eval_shape`, inside which a compiled function with options cannot
-  run)."""
-  x = jnp.zeros((1, image_size, image_size, 3), jnp.float32)
-  init = (backend.jit(model.init, static_argnums=2) if compiled
-          else model.init)
-  variables = init(jax.random.key(config.seed), x, False)
-  return TrainState.create(variables["params"],
-                           variables.get("batch_stats", {}), tx, config.seed,
-                           ema=config.ema_decay > 0)
-
-
-def _abstract_state(config, model, tx, mesh) -> TrainState:
+def abstract_state(config: ml_collections.ConfigDict, model: nn.Module,
+                   tx: optax.GradientTransformation, mesh: Mesh
+                   ) -> TrainState:
   """The replicated state's shapes, dtypes and shardings, to restore into
   (nothing is computed or initialised)."""
   return parallel.abstract_replicated(mesh, jax.eval_shape(
-      lambda: _initial_state(config, model, tx, config.data.image_size,
-                             compiled=False)))
+      lambda: initial_state(model, tx, config.data.image_size, config.seed,
+                            ema=config.ema_decay > 0, compiled=False)))
 
 
 def _total_steps(config, steps_per_epoch: int) -> int:
@@ -122,35 +109,6 @@ def _save_config(config, workdir: str) -> None:
   os.replace(path + ".tmp", path)
 
 
-def _evaluate(eval_steps, state, datasets, mesh) -> dict[str, float]:
-  """Loss, top-1, top-5 and count of every eval step, keys prefixed with
-  the step's name ('' for the weights, 'ema_' for their average); the
-  batches are read once."""
-  sums = {}
-  for batch in datasets.eval_batches():
-    batch = parallel.host_batch_to_global(mesh, batch)
-    for prefix, eval_step in eval_steps.items():
-      out = eval_step(state, batch)
-      sums[prefix] = (out if prefix not in sums
-                      else jax.tree.map(jnp.add, sums[prefix], out))
-  metrics = {}
-  for prefix, total in jax.device_get(sums).items():
-    count = float(total["count"])
-    metrics.update({prefix + "loss": float(total["loss_sum"]) / count,
-                    prefix + "top1": float(total["top1_sum"]) / count,
-                    prefix + "top5": float(total["top5_sum"]) / count})
-  metrics["count"] = count
-  return metrics
-
-
-def _make_eval_steps(config, model, mesh):
-  """{'': weights, 'ema_': weight average (if config.ema_decay > 0)}."""
-  steps = {"": make_eval_step(model, mesh)}
-  if config.ema_decay > 0:
-    steps["ema_"] = make_eval_step(model, mesh, use_ema=True)
-  return steps
-
-
 def _mix_fn(config, num_classes: int):
   """Mixup / CutMix of the data config bound to its settings, or None."""
   settings = DataSettings.from_config(config.data)
@@ -163,37 +121,24 @@ def _mix_fn(config, num_classes: int):
       label_smoothing=config.label_smoothing)
 
 
-def _check_training_config(config) -> None:
-  if not 0.0 <= config.ema_decay < 1.0:
-    raise parallel.ConfigError(
-        f"config.ema_decay={config.ema_decay} must be in [0, 1) (0 = no "
-        f"weight average; DeiT's 0.99996).")
-  if config.best_metric not in ("top1", "ema_top1"):
-    raise parallel.ConfigError(
-        f"config.best_metric={config.best_metric!r}; use 'top1' or "
-        f"'ema_top1'.")
-  if config.best_metric == "ema_top1" and not config.ema_decay:
-    raise parallel.ConfigError(
-        "config.best_metric='ema_top1' needs config.ema_decay > 0.")
-
-
-def _checked_mesh(config):
+def checked_mesh(config: ml_collections.ConfigDict) -> Mesh:
   """The device mesh, after the config checks that need no data.
 
   The set-up goes cheapest first: these checks, then the workdir and the
-  `init_from` file, then the data (`_data_and_model`), so that a config
+  `init_from` file, then the data (`data_and_model`), so that a config
   error or an unreadable file is reported at once, before TensorFlow (slow
   to import, for tf.data) and the data set load (measurements:
   benchmarks/RESULTS.md, "Start-up: errors before TensorFlow").
   """
-  _check_training_config(config)
+  check_training_config(config)
   mesh = parallel.create_mesh()
-  parallel.check_batch_size(config.data.global_batch_size, "training")
-  parallel.check_batch_size(config.data.eval_batch_size, "evaluation")
+  parallel.check_batch_size(config.data.global_batch_size, mesh, "training")
+  parallel.check_batch_size(config.data.eval_batch_size, mesh, "evaluation")
   return mesh
 
 
-def _data_and_model(config):
+def data_and_model(config: ml_collections.ConfigDict
+                   ) -> tuple["Datasets", nn.Module]:
   """The data sets and the model (its classes from the data if
   `config.num_classes` is 0)."""
   from gcp_jax.data.pipeline import create_datasets  # imports TensorFlow
@@ -202,21 +147,33 @@ def _data_and_model(config):
                              process_count=jax.process_count())
   num_classes = config.num_classes or datasets.info.num_classes
   if num_classes != datasets.info.num_classes:
-    raise parallel.ConfigError(
+    raise ConfigError(
         f"config.num_classes={config.num_classes} but the data set has "
         f"{datasets.info.num_classes} classes; set config.num_classes=0 to "
         f"take it from the data.")
   return datasets, build_model(config, num_classes)
 
 
-def _setup(config, workdir):
+class RunSetup(NamedTuple):
+  """What a run is built from (`setup`); `meta` goes into every checkpoint."""
+  mesh: Mesh
+  datasets: "Datasets"
+  model: nn.Module
+  schedule: optax.Schedule
+  tx: optax.GradientTransformation
+  state: TrainState                  # replicated on the mesh
+  checkpoints: ckpt_lib.Checkpoints
+  meta: dict[str, Any]
+
+
+def setup(config: ml_collections.ConfigDict, workdir: str) -> RunSetup:
   """Mesh, data, model, optimiser, state: restored if the workdir has a
   checkpoint, else imported from `config.init_from`, else initialised."""
-  mesh = _checked_mesh(config)
+  mesh = checked_mesh(config)
   resume = ckpt_lib.has_checkpoint(workdir)
   checkpoint_file = (read_init_from(config)
                      if config.init_from and not resume else None)
-  datasets, model = _data_and_model(config)
+  datasets, model = data_and_model(config)
   if checkpoint_file is not None:
     check_padding(checkpoint_file, model)
   steps_per_epoch = datasets.steps_per_epoch()
@@ -233,19 +190,21 @@ def _setup(config, workdir):
         variables["params"], variables.get("batch_stats", {}), tx,
         config.seed, ema=config.ema_decay > 0))
   elif not resume:
-    state = parallel.replicate(mesh, _initial_state(config, model, tx,
-                                                    config.data.image_size))
+    state = parallel.replicate(mesh, initial_state(
+        model, tx, config.data.image_size, config.seed,
+        ema=config.ema_decay > 0))
   else:   # restore into the state's shapes; never initialise the weights
     state, saved = checkpoints.restore_latest(
-        _abstract_state(config, model, tx, mesh))
+        abstract_state(config, model, tx, mesh))
     if saved.get("steps_per_epoch") != steps_per_epoch:
-      raise parallel.ConfigError(
+      raise ConfigError(
           f"The checkpoint in {workdir} was trained with "
           f"{saved.get('steps_per_epoch')} steps per epoch, this config gives "
           f"{steps_per_epoch} (different batch size or data set); resuming "
           f"would change the schedule. Use the original config or a new "
           f"--workdir.")
-  return mesh, datasets, model, schedule, tx, state, checkpoints, meta
+  return RunSetup(mesh, datasets, model, schedule, tx, state, checkpoints,
+                  meta)
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict,
@@ -258,7 +217,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   """
   os.makedirs(workdir, exist_ok=True)
   (mesh, datasets, model, schedule, tx, state, checkpoints,
-   meta) = _setup(config, workdir)
+   meta) = setup(config, workdir)
   steps_per_epoch = datasets.steps_per_epoch()
   probe = ProbeHook(config.gradient_probe, model, mesh, workdir,
                     steps_per_epoch, int(jax.device_get(state.step)))
@@ -267,7 +226,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   train_step = make_train_step(
       model, tx, schedule, mesh, config.label_smoothing, config.ema_decay,
       _mix_fn(config, datasets.info.num_classes))
-  eval_steps = _make_eval_steps(config, model, mesh)
+  eval_steps = make_eval_steps(config, model, mesh)
   reporter = Reporter(workdir, total, enabled=jax.process_index() == 0)
   step = int(jax.device_get(state.step))
   if step:
@@ -322,7 +281,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
     last = step >= total
     top1 = None
     if last or (epoch_done and epochs % config.eval_every_epochs == 0):
-      eval_metrics = _evaluate(eval_steps, state, datasets, mesh)
+      eval_metrics = evaluate_batches(eval_steps, state,
+                                      datasets.eval_batches(), mesh)
       eval_metrics["step"] = step
       eval_history.append(eval_metrics)
       top1 = eval_metrics[config.best_metric]
@@ -356,86 +316,3 @@ def _summarize_train(window: list[dict[str, Any]], seconds: float
   if "dropcov_rate" in window[-1]:
     out["dropcov_rate"] = float(np.mean([m["dropcov_rate"] for m in window]))
   return out
-
-
-def _require_checkpoint(workdir: str) -> None:
-  if not ckpt_lib.has_checkpoint(workdir):
-    ckpt_dir = os.path.join(workdir, "checkpoints")
-    raise MissingCheckpointError(
-        f"No checkpoint in {ckpt_dir}; train first (--mode=train) or point "
-        f"--workdir at a trained run.")
-
-
-def evaluate(config: ml_collections.ConfigDict, workdir: str
-             ) -> dict[str, float]:
-  """Evaluates the latest checkpoint in `workdir`, or with
-  `config.init_from` that file's weights (never initialises a weight:
-  without a checkpoint this is an error)."""
-  if config.init_from:
-    mesh = _checked_mesh(config)
-    checkpoint_file = read_init_from(config)
-    datasets, model = _data_and_model(config)
-    check_padding(checkpoint_file, model)
-    variables = eval_variables(checkpoint_file, config, model,
-                               config.data.image_size)
-    state = parallel.replicate(mesh, TrainState(
-        step=jnp.zeros((), jnp.int32), params=variables["params"],
-        batch_stats=variables.get("batch_stats", {}), opt_state=(),
-        rng=jax.random.key_data(jax.random.key(config.seed))))
-    metrics = _evaluate({"": make_eval_step(model, mesh)}, state, datasets,
-                        mesh)
-    metrics["init_from"] = config.init_from
-    return metrics
-  _require_checkpoint(workdir)
-  mesh, datasets, model, _, _, state, checkpoints, _ = _setup(config, workdir)
-  checkpoints.close()
-  metrics = _evaluate(_make_eval_steps(config, model, mesh), state,
-                      datasets, mesh)
-  metrics["step"] = int(jax.device_get(state.step))
-  return metrics
-
-
-def load_checkpoint(config: ml_collections.ConfigDict, workdir: str
-                    ) -> tuple[Any, TrainState]:
-  """The model and the state of the latest checkpoint in `workdir`
-  (replicated on the mesh), for analysing or exporting a trained run:
-  nothing is trained or initialised, and a workdir without a checkpoint is
-  an error. The data is not read: the number of classes and the steps per
-  epoch come from the checkpoint's metadata."""
-  _require_checkpoint(workdir)
-  mesh = _checked_mesh(config)
-  checkpoints = ckpt_lib.Checkpoints(workdir, config.keep_checkpoints)
-  try:
-    meta = checkpoints.latest_meta()
-    num_classes = config.num_classes or meta.get("num_classes")
-    if not num_classes or num_classes != meta.get("num_classes", num_classes):
-      raise parallel.ConfigError(
-          f"config.num_classes={config.num_classes} but the checkpoint in "
-          f"{workdir} has {meta.get('num_classes', 'no recorded number of')} "
-          f"classes; set config.num_classes to the number it was trained "
-          f"with.")
-    model = build_model(config, num_classes)
-    # Only the optimiser state's structure matters here, not its schedule.
-    tx = create_optimizer(config.optimizer, create_lr_schedule(
-        config.schedule, config.learning_rate,
-        meta.get("steps_per_epoch", 1), config.num_epochs))
-    state, _ = checkpoints.restore_latest(
-        _abstract_state(config, model, tx, mesh))
-  finally:
-    checkpoints.close()
-  return model, state
-
-
-def export_pytorch(config: ml_collections.ConfigDict, workdir: str) -> str:
-  """Writes the workdir's latest checkpoint as a PyTorch state_dict in the
-  fast-MPN-COV naming (`gcp_jax.convert.save_pytorch_checkpoint`; ResNet
-  models, needs torch) to WORKDIR/pytorch_state_dict.pth.
-
-  Returns:
-    The file written.
-  """
-  _, state = load_checkpoint(config, workdir)
-  path = os.path.join(workdir, PYTORCH_EXPORT)
-  if jax.process_index() == 0:
-    save_pytorch_checkpoint(jax.device_get(state.variables()), path)
-  return path

@@ -70,8 +70,8 @@ import ml_collections
 import numpy as np
 import optax
 
-from gcp_jax.train.parallel import ConfigError
-from gcp_jax.train.schedules import FieldSpec, config_fields
+from gcp_jax.errors import ConfigError
+from gcp_jax.train.config_check import FieldSpec, config_fields
 
 PyTree = Any
 

@@ -81,54 +81,11 @@ import ml_collections
 import numpy as np
 import optax
 
-from gcp_jax.train.parallel import ConfigError
+from gcp_jax.errors import ConfigError
+from gcp_jax.train.config_check import FieldSpec, config_fields
 
 # lr as a function of the (possibly fractional) 0-based epoch position.
 EpochFn = Callable[[jax.Array], jax.Array]
-
-
-class FieldSpec(NamedTuple):
-  """Config fields of one named choice: required ones and optional defaults."""
-  required: tuple[str, ...] = ()
-  optional: Mapping[str, Any] = types.MappingProxyType({})
-
-
-def config_fields(config: ml_collections.ConfigDict, kind: str,
-                  specs: Mapping[str, FieldSpec]) -> tuple[str, dict[str, Any]]:
-  """Checks `config` against the named choices in `specs`.
-
-  `config.name` must be a key of `specs`, every other field must belong to
-  some choice (so a typo is an error, while a config that keeps the fields of
-  several choices, to switch with --config.X.name, is accepted), and the
-  chosen one's required fields must be set (not None).
-
-  Args:
-    config: a ConfigDict with `name` and fields.
-    kind: what is configured, for messages ("schedule", "optimizer").
-    specs: name -> FieldSpec.
-
-  Returns:
-    (name, fields): the chosen name and its fields, defaults filled in.
-  """
-  name = config.get("name")
-  if name not in specs:
-    raise ConfigError(f"Unknown {kind} {name!r}; valid names: "
-                      f"{', '.join(sorted(specs))}.")
-  known = {f for s in specs.values() for f in (*s.required, *s.optional)}
-  unknown = sorted(set(config.keys()) - known - {"name"})
-  if unknown:
-    raise ConfigError(f"Unknown {kind} field(s) {unknown}; valid fields: "
-                      f"{', '.join(sorted(known))}.")
-  spec = specs[name]
-  missing = [f for f in spec.required if config.get(f) is None]
-  if missing:
-    raise ConfigError(f"{kind} {name!r} needs the field(s) {missing} "
-                      f"(it uses: {', '.join(spec.required)}"
-                      f"{''.join(f', [{o}]' for o in spec.optional)}).")
-  fields = {f: config[f] for f in spec.required}
-  fields.update({f: config.get(f, default)
-                 for f, default in spec.optional.items()})
-  return name, fields
 
 
 def _require(ok: bool, message: str) -> None:

@@ -2,6 +2,7 @@
 
 Synopsis:
   state = TrainState.create(params, batch_stats, tx, seed=0, ema=False)
+  state = initial_state(model, tx, image_size=224, seed=0)   # model.init
   key = state.base_key()         # fold_in(step) happens inside the step
   state.variables(), state.ema_variables()
 """
@@ -12,6 +13,9 @@ import flax
 import jax
 import jax.numpy as jnp
 import optax
+from flax import linen as nn
+
+from gcp_jax import backend
 
 PyTree = Any
 
@@ -58,3 +62,19 @@ class TrainState:
     if self.ema is None:
       raise ValueError("This state keeps no EMA (config.ema_decay = 0).")
     return self.ema
+
+
+def initial_state(model: nn.Module, tx: optax.GradientTransformation,
+                  image_size: int, seed: int, ema: bool = False,
+                  compiled: bool = True) -> TrainState:
+  """The step-0 state of `model`, initialised with `jax.random.key(seed)`
+  on a (1, image_size, image_size, 3) float32 input. `compiled=False`
+  traces `model.init` as it is (for `jax.eval_shape`, inside which a
+  compiled function with options cannot run)."""
+  x = jnp.zeros((1, image_size, image_size, 3), jnp.float32)
+  init = (backend.jit(model.init, static_argnums=2) if compiled
+          else model.init)
+  variables = init(jax.random.key(seed), x, False)
+  return TrainState.create(variables["params"],
+                           variables.get("batch_stats", {}), tx, seed,
+                           ema=ema)

@@ -24,9 +24,9 @@ from flax import linen as nn
 from jax import lax
 from jax.sharding import Mesh, PartitionSpec as P
 
-from gcp_jax.ops.losses import cross_entropy, soft_target_cross_entropy
 from gcp_jax import backend
-from gcp_jax.train.parallel import DATA_AXIS
+from gcp_jax.ops.losses import cross_entropy, soft_target_cross_entropy
+from gcp_jax.parallel import DATA_AXIS, device_key, masked_sums
 from gcp_jax.train.state import TrainState
 
 Batch = dict[str, jax.Array]
@@ -73,9 +73,8 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation,
   """
 
   def per_device(state: TrainState, batch: Batch):
-    key = jax.random.fold_in(
-        jax.random.fold_in(state.base_key(), state.step),
-        lax.axis_index(DATA_AXIS))
+    key = device_key(jax.random.fold_in(state.base_key(), state.step),
+                     DATA_AXIS)
 
     images = batch["image"]
     if mix is not None:
@@ -161,15 +160,12 @@ def make_eval_step(model: nn.Module, mesh: Mesh, use_ema: bool = False
   def per_device(state: TrainState, batch: Batch) -> Metrics:
     variables = state.ema_variables() if use_ema else state.variables()
     logits = view_averaged_logits(model, variables, batch["image"])
-    mask = batch["mask"].astype(jnp.float32)
     k5 = min(5, logits.shape[-1])
-    sums = {
-        "loss_sum": jnp.sum(mask * cross_entropy(logits, batch["label"], 0.)),
-        "top1_sum": jnp.sum(mask * _topk_correct(logits, batch["label"], 1)),
-        "top5_sum": jnp.sum(mask * _topk_correct(logits, batch["label"], k5)),
-        "count": jnp.sum(mask),
-    }
-    return lax.psum(sums, DATA_AXIS)
+    return masked_sums({
+        "loss_sum": cross_entropy(logits, batch["label"], 0.),
+        "top1_sum": _topk_correct(logits, batch["label"], 1),
+        "top5_sum": _topk_correct(logits, batch["label"], k5),
+    }, batch["mask"], DATA_AXIS)
 
   mapped = jax.shard_map(per_device, mesh=mesh, in_specs=(P(), P(DATA_AXIS)),
                          out_specs=P())

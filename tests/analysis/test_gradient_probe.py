@@ -6,6 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from gcp_jax import parallel
 from gcp_jax.analysis import gradient_probe as gp
 from tests.analysis import tiny
 
@@ -47,7 +48,7 @@ def test_linear_model_matches_the_closed_form(num_devices):
   etas = gp.default_etas()
   with jax.enable_x64(True):
     probe = gp.make_gradient_probe(_linear_split(), bn_mode="running",
-                                   mesh=tiny.mesh(num_devices),
+                                   mesh=parallel.create_mesh(num_devices, explicit=False),
                                    loss_fn=_squared_error, eta_batch_size=7)
     result = probe({"params": {"A": a, "W": w}}, inputs, targets,
                    jax.random.key(0), step=3)
@@ -79,8 +80,9 @@ def test_resnet_probe_is_the_same_on_four_devices():
   one = gp.make_gradient_probe(split, bn_mode=bn_mode, etas=etas)(
       variables, batch["image"], batch["label"], jax.random.key(0))
   # four devices, with the arrays placed as the training loop holds them
-  mesh = tiny.mesh(4, explicit=True)
-  placed_vars, placed = tiny.place_like_training(mesh, variables, batch)
+  mesh = parallel.create_mesh(4)
+  placed_vars = parallel.replicate(mesh, variables)
+  placed = parallel.host_batch_to_global(mesh, batch)
   four = gp.make_gradient_probe(split, bn_mode=bn_mode, etas=etas,
                                 mesh=mesh)(
       placed_vars, placed["image"], placed["label"], jax.random.key(0))

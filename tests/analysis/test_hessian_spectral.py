@@ -7,6 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from gcp_jax import parallel
 from gcp_jax.analysis import hessian, spectral
 from tests.analysis import tiny
 
@@ -144,7 +145,7 @@ def test_lanczos_survives_an_invariant_subspace():
 def test_hessian_vector_product_is_the_same_on_four_devices(mlp_problem):
   with jax.enable_x64(True):
     one = _hess(mlp_problem).operator
-    four = _hess(mlp_problem, mesh=tiny.mesh(4)).operator
+    four = _hess(mlp_problem, mesh=parallel.create_mesh(4, explicit=False)).operator
     v = jnp.asarray(np.random.default_rng(2).standard_normal(one.dim))
     np.testing.assert_allclose(np.asarray(four.matvec(v)),
                                np.asarray(one.matvec(v)), rtol=1e-12,
@@ -161,7 +162,7 @@ def test_resnet_hessian_one_vs_four_devices():
   for n in (1, 4):
     hess = hessian.model_hessian(model, variables, batches, bn_mode=bn_mode,
                                  key=jax.random.key(0), block="head",
-                                 mesh=tiny.mesh(n))
+                                 mesh=parallel.create_mesh(n, explicit=False))
     v = jnp.asarray(np.random.default_rng(3).standard_normal(
         hess.operator.dim), jnp.float32)
     products.append(np.asarray(hess.operator.matvec(v)))

@@ -8,6 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from gcp_jax import parallel
 from gcp_jax.analysis import evaluation, landscape, landscape_cache
 from tests.analysis import tiny
 
@@ -75,7 +76,7 @@ def test_sharded_evaluation_equals_single_device(bn_mode):
     batches[1]["mask"] = np.array([1, 1, 1, 1, 1, 0, 0, 0], np.float32)
   key = jax.random.key(0)
   one, four = [evaluation.make_evaluator(model, bn_mode=bn_mode,
-                                         mesh=tiny.mesh(n, explicit))(
+                                         mesh=parallel.create_mesh(n, explicit))(
                                              variables, batches, key)
                for n, explicit in ((1, False), (4, True))]
   np.testing.assert_allclose(four, one, rtol=1e-5)

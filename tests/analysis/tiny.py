@@ -1,4 +1,4 @@
-"""Small models, data and meshes shared by the analysis tests."""
+"""Small models and data shared by the analysis tests."""
 
 import functools
 
@@ -6,26 +6,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import linen as nn
-from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
 
+from gcp_jax import parallel
 from gcp_jax.models import create_model
-
-AXIS = "data"
-
-
-def mesh(num_devices: int, explicit: bool = False) -> Mesh:
-  """1-D mesh over the first `num_devices` (forced CPU) devices; with
-  `explicit`, an explicit axis type, as `gcp_jax.train` builds it."""
-  axis_types = (AxisType.Explicit if explicit else AxisType.Auto,)
-  return Mesh(np.array(jax.devices()[:num_devices]), (AXIS,),
-              axis_types=axis_types)
-
-
-def place_like_training(mesh: Mesh, variables, batch):
-  """Variables replicated and the batch split over `mesh`, as the training
-  loop holds them."""
-  return (jax.device_put(variables, NamedSharding(mesh, P())),
-          jax.device_put(batch, NamedSharding(mesh, P(AXIS))))
 
 
 class MLP(nn.Module):
@@ -40,7 +23,8 @@ class MLP(nn.Module):
 
 @functools.lru_cache(maxsize=None)
 def _model_and_init(name: str, sync_bn: bool):
-  model = create_model(name, 10, bn_axis_name=AXIS if sync_bn else None)
+  model = create_model(
+      name, 10, bn_axis_name=parallel.DATA_AXIS if sync_bn else None)
   return model, jax.jit(lambda k: model.init(k, jnp.zeros((1, 8, 8, 3)),
                                              False))
 

@@ -18,7 +18,7 @@ from gcp_jax.models import (ModelConfig, Runtime, build_model, create_model,
                             model_names, published_config)
 from gcp_jax.models import heads, resnet, token_heads, vit
 from gcp_jax.train import loop
-from gcp_jax.train.parallel import ConfigError
+from gcp_jax.errors import ConfigError
 
 NUM_CLASSES = 7
 RESNETS = {"resnet18": ((2, 2, 2, 2), resnet.BasicBlock),

@@ -11,10 +11,10 @@ from gcp_jax.analysis import gradient_probe
 from gcp_jax.data.config import DataError
 from gcp_jax.data.pipeline import create_datasets
 from gcp_jax.models import build_model
-from gcp_jax.train import loop
+from gcp_jax.train import loop, restore
 from gcp_jax.train.probe_hook import PROBE_FILE
 from gcp_jax.train.checkpoint import CheckpointMismatchError
-from gcp_jax.train.parallel import ConfigError
+from gcp_jax.errors import ConfigError
 from tests.train.tiny import tiny_config
 
 
@@ -61,7 +61,7 @@ def test_checkpoints_config_and_tensorboard_written(trained):
 
 def test_eval_mode_reproduces_final_metrics_without_reinitialising(trained):
   config, workdir, result = trained
-  metrics = loop.evaluate(config, workdir)
+  metrics = restore.evaluate(config, workdir)
   for key in ("top1", "top5", "loss", "count"):
     assert metrics[key] == pytest.approx(result.eval_metrics[key], abs=1e-6)
 
@@ -73,7 +73,7 @@ def test_load_checkpoint_needs_no_data(trained, tmp_path):
   _, workdir, result = trained
   config = tiny_config(tmp_path / "no_such_folder")
   config.data.name = "image_folder"
-  model, state = loop.load_checkpoint(config, workdir)
+  model, state = restore.load_checkpoint(config, workdir)
   assert int(jax.device_get(state.step)) == 42
   jax.tree.map(np.testing.assert_array_equal,
                jax.device_get(state.variables()),
@@ -84,7 +84,7 @@ def test_load_checkpoint_needs_no_data(trained, tmp_path):
   config.num_classes = 7
   with pytest.raises(ConfigError, match="config.num_classes=7 but the "
                      "checkpoint in .* has 10 classes"):
-    loop.load_checkpoint(config, workdir)
+    restore.load_checkpoint(config, workdir)
 
 
 def test_resume_continues_from_saved_step(trained, digits_dir,
@@ -188,8 +188,8 @@ def test_non_finite_loss_names_the_step(digits_dir, tmp_path):
 
 
 def test_eval_without_checkpoint_is_an_error(digits_dir, tmp_path):
-  with pytest.raises(loop.MissingCheckpointError, match="train first"):
-    loop.evaluate(tiny_config(digits_dir), str(tmp_path))
+  with pytest.raises(restore.MissingCheckpointError, match="train first"):
+    restore.evaluate(tiny_config(digits_dir), str(tmp_path))
 
 
 def test_bfloat16_dropcov_training_keeps_float32_params_and_logs_rate(
@@ -214,7 +214,7 @@ def test_ema_is_evaluated_checkpointed_and_selects_best(digits_dir, tmp_path):
   final = result.eval_metrics
   assert 0.1 < final["ema_top1"] <= 1.0 and final["ema_top1"] != final["top1"]
   assert result.state.ema is not None
-  again = loop.evaluate(config, workdir)
+  again = restore.evaluate(config, workdir)
   for key in ("top1", "ema_top1", "ema_loss"):
     assert again[key] == pytest.approx(final[key], abs=1e-6)
   with pytest.raises(ConfigError, match="best_metric='ema_top1' needs"):

@@ -12,7 +12,7 @@ from gcp_jax.convert import (CheckpointFormatError, WeightMappingError,
 from gcp_jax.data.config import DataError
 from gcp_jax.data.digits import write_digits_image_folder
 from gcp_jax.models import create_model
-from gcp_jax.train import loop
+from gcp_jax.train import loop, restore
 from tests.train.tiny import tiny_config
 
 pytest.importorskip("torch")
@@ -68,10 +68,10 @@ def test_eval_refuses_arrays_missing_from_the_file(tmp_path):
   config = tiny_config(tmp_path / "digits", init_from=path,
                        init_from_ignore=("head/fc/.*",))
   with pytest.raises(WeightMappingError, match="fine-tune first"):
-    loop.evaluate(config, str(tmp_path / "run"))
+    restore.evaluate(config, str(tmp_path / "run"))
 
 
-@pytest.mark.parametrize("run", [loop.train_and_evaluate, loop.evaluate])
+@pytest.mark.parametrize("run", [loop.train_and_evaluate, restore.evaluate])
 def test_an_unreadable_file_is_reported_before_the_data_is_read(tmp_path, run):
   """The init_from file is read before the data: with a text file for
   weights and a missing image folder, the file's error is the one raised.

@@ -4,22 +4,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from jax.sharding import AxisType, Mesh
 
-from gcp_jax import backend
+from gcp_jax import backend, parallel
 from gcp_jax.models import create_model
-from gcp_jax.train import parallel
 from gcp_jax.train.optim import create_optimizer
 from gcp_jax.train.schedules import create_lr_schedule
 from gcp_jax.train.state import TrainState
 from gcp_jax.train.steps import make_eval_step, make_train_step
 from tests.xla_flags import compile_with_default_emitters
 import ml_collections
-
-
-def _mesh(n):
-  return Mesh(np.array(jax.devices()[:n]), (parallel.DATA_AXIS,),
-              axis_types=(AxisType.Explicit,))
 
 
 def _setup(name):
@@ -48,7 +41,7 @@ def test_one_vs_four_devices_same_step(name):
   model, tx, schedule, state, batch = _setup(name)
   results = []
   for n in (1, 4):
-    mesh = _mesh(n)
+    mesh = parallel.create_mesh(n)
     step = make_train_step(model, tx, schedule, mesh)
     new, metrics = step(parallel.replicate(mesh, state),
                         parallel.host_batch_to_global(mesh, batch))
@@ -68,7 +61,7 @@ def test_gpu_layers_train_and_evaluate_like_the_cpu_layers():
   GPU's compile options) through the real 4-device train and eval steps:
   the same loss, update and counts as the CPU variant."""
   model, tx, schedule, state, batch = _setup("resnet_tiny_isqrt")
-  mesh = _mesh(4)
+  mesh = parallel.create_mesh(4)
   eval_batch = dict(batch, mask=np.array([1, 1, 1, 1, 1, 1, 0, 0],
                                          np.float32))
   results = {}
@@ -92,7 +85,7 @@ def test_gpu_layers_train_and_evaluate_like_the_cpu_layers():
 
 def test_eval_counts_padded_batch_exactly():
   model, _, _, state, batch = _setup("resnet_tiny_gap")
-  mesh = _mesh(4)
+  mesh = parallel.create_mesh(4)
   batch["mask"] = np.array([1, 1, 1, 1, 1, 0, 0, 0], np.float32)
   sums = jax.device_get(make_eval_step(model, mesh)(
       parallel.replicate(mesh, state),
@@ -111,7 +104,7 @@ def test_multi_view_eval_scores_the_mean_logits():
   model, _, _, state, batch = _setup("resnet_tiny_isqrt")
   rng = np.random.default_rng(1)
   images = rng.standard_normal((8, 3, 16, 16, 3)).astype(np.float32)
-  mesh = _mesh(4)
+  mesh = parallel.create_mesh(4)
   sums = jax.device_get(make_eval_step(model, mesh)(
       parallel.replicate(mesh, state), parallel.host_batch_to_global(
           mesh, {"image": images, "label": batch["label"],
@@ -133,7 +126,7 @@ def test_ema_follows_the_recurrence_and_leaves_training_unchanged():
   run without EMA and those of a run whose average starts elsewhere, and
   ema_k = 0.9 ema_(k-1) + 0.1 w_k from ema_0 = w_0 (numpy)."""
   model, tx, schedule, state, batch = _setup("resnet_tiny_isqrt")
-  mesh = _mesh(2)
+  mesh = parallel.create_mesh(2)
   with_ema = TrainState.create(state.params, state.batch_stats, tx, 0,
                                ema=True)
   a = parallel.replicate(mesh, state)
@@ -181,7 +174,7 @@ def test_mixed_batches_train_on_soft_targets():
     return (0.7 * images + 0.3 * images[::-1],
             0.7 * onehot + 0.3 * onehot[::-1])
 
-  mesh = _mesh(1)
+  mesh = parallel.create_mesh(1)
   step = make_train_step(model, tx, schedule, mesh, mix=mix)
   _, metrics = step(parallel.replicate(mesh, state),
                     parallel.host_batch_to_global(mesh, batch))
@@ -201,7 +194,7 @@ def test_mixed_batches_train_on_soft_targets():
 
 def test_step_compiles_once():
   model, tx, schedule, state, batch = _setup("resnet_tiny_isqrt")
-  mesh = _mesh(4)
+  mesh = parallel.create_mesh(4)
   step = make_train_step(model, tx, schedule, mesh)
   state = parallel.replicate(mesh, state)
   for _ in range(3):
