@@ -56,13 +56,13 @@ Fields (all overridable with --config.KEY=VALUE; unknown keys are errors):
 import ml_collections
 
 from gcp_jax.data.config import default_data_config
-from gcp_jax.models import ModelConfig, published_config
+from gcp_jax.model_config import ModelConfig, published_config
 
 
 def model_config(model: ModelConfig | str = ModelConfig()
                  ) -> ml_collections.ConfigDict:
   """`config.model` for a ModelConfig or a published model name
-  (`gcp_jax.models.model_names()`); every field is present, so each can
+  (`gcp_jax.model_config.model_names()`); every field is present, so each can
   be overridden on the command line."""
   if isinstance(model, str):
     model = published_config(model)

@@ -15,7 +15,7 @@ with this command are in benchmarks/RESULTS.md ("Default run").
 """
 
 from configs.common import base_config, model_config
-from gcp_jax.models import ModelConfig
+from gcp_jax.model_config import ModelConfig
 
 
 def get_config():

@@ -19,6 +19,12 @@ Modules (below every subpackage; they import only each other):
                      state on it, the batch-size check and the masked
                      evaluation sums; used by train and analysis.
   gcp_jax.errors     GcpJaxError (user errors) and ConfigError.
+  gcp_jax.model_config  ModelConfig, the explicit description of a network,
+                     and the papers' model names; imports no JAX (config
+                     files use it).
+
+Layering: ops (pure jnp) <- models (Flax) <- train / analysis <- studies;
+nothing imports from a layer above it (tests/test_layering.py).
 """
 
 __version__ = "0.1.0"

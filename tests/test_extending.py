@@ -14,7 +14,8 @@ from flax import linen as nn
 
 from configs.common import model_config
 from gcp_jax import ops
-from gcp_jax.models import ModelConfig, layers, registry
+from gcp_jax.model_config import ModelConfig
+from gcp_jax.models import layers, registry
 from gcp_jax.ops import linalg
 from gcp_jax.ops.covariance import covariance
 from gcp_jax.ops.representations import REPRESENTATIONS, Representation

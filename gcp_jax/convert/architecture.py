@@ -11,7 +11,8 @@ import dataclasses
 import re
 from typing import Mapping
 
-from gcp_jax.models import published, registry, resnet
+from gcp_jax import model_config
+from gcp_jax.models import registry, resnet
 
 STEM = "params/stem/conv1/kernel"
 FC = "params/head/fc/kernel"
@@ -38,7 +39,7 @@ class Architecture:
     """`create_model(...)` building this network, if a published name
     can."""
     block = resnet.Bottleneck if self.bottleneck else resnet.BasicBlock
-    names = [n for n in published.RESNETS
+    names = [n for n in model_config.RESNETS
              if _resnet_fields(n)["stage_sizes"] == self.stages
              and _resnet_fields(n)["block_cls"] is block]
     if not names or self.num_classes is None:
@@ -46,9 +47,9 @@ class Architecture:
     backbone = names[0]
     head = {"gap": "gap", "gcp": "isqrt", "dropcov": "dropcov"}[self.head]
     name = f"{backbone}_{head}"
-    if self.dim == 128 and f"{name}_d128" in published.PUBLISHED:
+    if self.dim == 128 and f"{name}_d128" in model_config.PUBLISHED:
       name += "_d128"
-    config, overrides = published.published_config(name), []
+    config, overrides = model_config.published_config(name), []
     if self.head != "gap" and self.dim != config.dim:
       overrides.append(f"dim={self.dim}")
     fields = _resnet_fields(backbone)

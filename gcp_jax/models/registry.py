@@ -25,8 +25,8 @@ import jax.numpy as jnp
 from flax import linen as nn
 
 from gcp_jax import ops
+from gcp_jax.model_config import ModelConfig
 from gcp_jax.models import heads, resnet, token_heads, vit
-from gcp_jax.models.model_config import ModelConfig
 
 
 @dataclasses.dataclass(frozen=True)

@@ -17,8 +17,8 @@ import jax.numpy as jnp
 from flax import linen as nn
 
 from gcp_jax import ops
+from gcp_jax.model_config import Options
 from gcp_jax.models import layers
-from gcp_jax.models.model_config import Options
 from gcp_jax.ops.linalg import HIGHEST
 
 

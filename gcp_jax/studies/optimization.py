@@ -62,7 +62,7 @@ from gcp_jax import parallel
 from gcp_jax.analysis import (gradient_probe, hessian, landscape, results_io,
                               spectral)
 from gcp_jax.data.pipeline import create_datasets
-from gcp_jax.models import published_config
+from gcp_jax.model_config import published_config
 from gcp_jax.studies import summary
 from gcp_jax.train import loop, probe_hook, restore
 

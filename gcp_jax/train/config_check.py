@@ -4,7 +4,8 @@
                               choices (`config.name`: a schedule, an
                               optimiser) against the fields of each choice
   check_training_config       the loop's own top-level fields (weight
-                              average, best-checkpoint metric)
+                              average, best-checkpoint metric, extra
+                              outputs, initialisation, smoothing style)
 
 Every mistake raises `gcp_jax.errors.ConfigError` (a ValueError) with a
 message that names the fix.
@@ -19,7 +20,10 @@ from typing import Any, Mapping, NamedTuple
 
 import ml_collections
 
+from gcp_jax.data.config import DataSettings
 from gcp_jax.errors import ConfigError
+from gcp_jax.ops.losses import SMOOTHING_STYLES
+from gcp_jax.train.init_schemes import INIT_SCHEMES
 
 
 class FieldSpec(NamedTuple):
@@ -67,7 +71,25 @@ def config_fields(config: ml_collections.ConfigDict, kind: str,
 
 
 def check_training_config(config: ml_collections.ConfigDict) -> None:
-  """The training loop's fields `ema_decay` and `best_metric`."""
+  """The training loop's fields `ema_decay`, `best_metric`,
+  `extra_outputs`, `init_scheme` and `label_smoothing_style`."""
+  if config.extra_outputs < 0:
+    raise ConfigError(
+        f"config.extra_outputs={config.extra_outputs} must be >= 0 (1 for "
+        f"the MindSpore recipe's 1001-way head over 1000 classes).")
+  if config.init_scheme not in INIT_SCHEMES:
+    raise ConfigError(
+        f"config.init_scheme={config.init_scheme!r}; use one of "
+        f"{', '.join(INIT_SCHEMES)}.")
+  if config.label_smoothing_style not in SMOOTHING_STYLES:
+    raise ConfigError(
+        f"config.label_smoothing_style={config.label_smoothing_style!r}; "
+        f"use one of {', '.join(SMOOTHING_STYLES)}.")
+  if (config.label_smoothing_style != "uniform"
+      and DataSettings.from_config(config.data).mixing):
+    raise ConfigError(
+        "Mixup / CutMix smooth their targets the 'uniform' way only; set "
+        "config.label_smoothing_style='uniform' or turn mixing off.")
   if not 0.0 <= config.ema_decay < 1.0:
     raise ConfigError(
         f"config.ema_decay={config.ema_decay} must be in [0, 1) (0 = no "

@@ -33,7 +33,8 @@ from gcp_jax import models, parallel
 from gcp_jax.data import mixing
 from gcp_jax.data.config import DataSettings
 from gcp_jax.errors import ConfigError, GcpJaxError
-from gcp_jax.models import ModelConfig, Runtime
+from gcp_jax.model_config import ModelConfig, from_mapping
+from gcp_jax.models import Runtime
 from gcp_jax.train import checkpoint as ckpt_lib
 from gcp_jax.train.config_check import check_training_config
 from gcp_jax.train.evaluation import evaluate_batches, make_eval_steps
@@ -66,9 +67,16 @@ class TrainResult:
 def model_config(config: ml_collections.ConfigDict) -> ModelConfig:
   """`config.model` as a `ModelConfig` (an unknown key is an error)."""
   try:
-    return models.model_config.from_mapping(config.model.to_dict())
+    return from_mapping(config.model.to_dict())
   except ValueError as e:
-    raise parallel.ConfigError(f"config.model: {e}") from None
+    raise ConfigError(f"config.model: {e}") from None
+
+
+def model_outputs(config: ml_collections.ConfigDict, data_classes: int
+                  ) -> int:
+  """Classifier outputs: the data's classes plus `config.extra_outputs`
+  (outputs no label uses, as the MindSpore recipe's 1001-way head)."""
+  return data_classes + config.extra_outputs
 
 
 def build_model(config: ml_collections.ConfigDict, num_classes: int):
@@ -81,7 +89,7 @@ def build_model(config: ml_collections.ConfigDict, num_classes: int):
   try:
     return models.build_model(model_config(config), num_classes, runtime)
   except ValueError as e:
-    raise parallel.ConfigError(f"config.model: {e}") from None
+    raise ConfigError(f"config.model: {e}") from None
 
 
 def abstract_state(config: ml_collections.ConfigDict, model: nn.Module,
@@ -91,7 +99,8 @@ def abstract_state(config: ml_collections.ConfigDict, model: nn.Module,
   (nothing is computed or initialised)."""
   return parallel.abstract_replicated(mesh, jax.eval_shape(
       lambda: initial_state(model, tx, config.data.image_size, config.seed,
-                            ema=config.ema_decay > 0, compiled=False)))
+                            ema=config.ema_decay > 0, compiled=False,
+                            init_scheme=config.init_scheme)))
 
 
 def _total_steps(config, steps_per_epoch: int) -> int:
@@ -151,7 +160,7 @@ def data_and_model(config: ml_collections.ConfigDict
         f"config.num_classes={config.num_classes} but the data set has "
         f"{datasets.info.num_classes} classes; set config.num_classes=0 to "
         f"take it from the data.")
-  return datasets, build_model(config, num_classes)
+  return datasets, build_model(config, model_outputs(config, num_classes))
 
 
 class RunSetup(NamedTuple):
@@ -181,7 +190,8 @@ def setup(config: ml_collections.ConfigDict, workdir: str) -> RunSetup:
                                 steps_per_epoch, config.num_epochs)
   tx = create_optimizer(config.optimizer, schedule)
   checkpoints = ckpt_lib.Checkpoints(workdir, config.keep_checkpoints)
-  meta = {"model": model_config(config).as_dict(), "steps_per_epoch": steps_per_epoch,
+  meta = {"model": model_config(config).as_dict(),
+          "steps_per_epoch": steps_per_epoch,
           "num_classes": datasets.info.num_classes}
   if checkpoint_file is not None:
     variables, _ = pretrained_variables(checkpoint_file, config, model,
@@ -192,7 +202,7 @@ def setup(config: ml_collections.ConfigDict, workdir: str) -> RunSetup:
   elif not resume:
     state = parallel.replicate(mesh, initial_state(
         model, tx, config.data.image_size, config.seed,
-        ema=config.ema_decay > 0))
+        ema=config.ema_decay > 0, init_scheme=config.init_scheme))
   else:   # restore into the state's shapes; never initialise the weights
     state, saved = checkpoints.restore_latest(
         abstract_state(config, model, tx, mesh))
@@ -224,8 +234,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   _save_config(config, workdir)
   total = _total_steps(config, steps_per_epoch)
   train_step = make_train_step(
-      model, tx, schedule, mesh, config.label_smoothing, config.ema_decay,
-      _mix_fn(config, datasets.info.num_classes))
+      model, tx, schedule, mesh, label_smoothing=config.label_smoothing,
+      ema_decay=config.ema_decay, mix=_mix_fn(config, model_outputs(
+          config, datasets.info.num_classes)),
+      smoothing_style=config.label_smoothing_style)
   eval_steps = make_eval_steps(config, model, mesh)
   reporter = Reporter(workdir, total, enabled=jax.process_index() == 0)
   step = int(jax.device_get(state.step))

@@ -16,6 +16,7 @@ import optax
 from flax import linen as nn
 
 from gcp_jax import backend
+from gcp_jax.train.init_schemes import reinitialize
 
 PyTree = Any
 
@@ -66,15 +67,20 @@ class TrainState:
 
 def initial_state(model: nn.Module, tx: optax.GradientTransformation,
                   image_size: int, seed: int, ema: bool = False,
-                  compiled: bool = True) -> TrainState:
+                  compiled: bool = True, init_scheme: str = "module"
+                  ) -> TrainState:
   """The step-0 state of `model`, initialised with `jax.random.key(seed)`
-  on a (1, image_size, image_size, 3) float32 input. `compiled=False`
+  on a (1, image_size, image_size, 3) float32 input, its params re-drawn
+  as `init_scheme` says (`gcp_jax.train.init_schemes`). `compiled=False`
   traces `model.init` as it is (for `jax.eval_shape`, inside which a
   compiled function with options cannot run)."""
   x = jnp.zeros((1, image_size, image_size, 3), jnp.float32)
   init = (backend.jit(model.init, static_argnums=2) if compiled
           else model.init)
-  variables = init(jax.random.key(seed), x, False)
-  return TrainState.create(variables["params"],
+  key = jax.random.key(seed)
+  variables = init(key, x, False)
+  params = reinitialize(variables["params"], init_scheme,
+                        jax.random.fold_in(key, 1))
+  return TrainState.create(params,
                            variables.get("batch_stats", {}), tx, seed,
                            ema=ema)

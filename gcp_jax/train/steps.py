@@ -45,8 +45,10 @@ def _topk_correct(logits: jax.Array, labels: jax.Array, k: int) -> jax.Array:
 def make_train_step(model: nn.Module, tx: optax.GradientTransformation,
                     schedule: optax.Schedule, mesh: Mesh,
                     label_smoothing: float = 0.0, ema_decay: float = 0.0,
-                    mix: MixFn | None = None) -> Callable[[TrainState, Batch], tuple[TrainState,
-                                                             Metrics]]:
+                    mix: MixFn | None = None,
+                    smoothing_style: str = "uniform"
+                    ) -> Callable[[TrainState, Batch],
+                                  tuple[TrainState, Metrics]]:
   """Builds the compiled data-parallel training step.
 
   Args:
@@ -64,6 +66,8 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation,
       its settings bound; label smoothing is then folded into the targets
       by `mix`, not applied again). Train top-1 is then measured against
       the unmixed labels.
+    smoothing_style: how eps is spread ("uniform" or "others",
+      `gcp_jax.ops.losses.smoothed_targets`); without `mix` only.
 
   Returns:
     step(state, batch) -> (new state, metrics). `batch` = {'image': (B, H, W,
@@ -87,7 +91,8 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation,
           images, True, rngs={"dropout": key},
           mutable=["batch_stats", "intermediates"])
       if mix is None:
-        losses = cross_entropy(logits, batch["label"], label_smoothing)
+        losses = cross_entropy(logits, batch["label"], label_smoothing,
+                               smoothing_style)
       else:
         losses = soft_target_cross_entropy(logits, targets)
       return jnp.mean(losses), (logits, updates)

@@ -14,8 +14,8 @@ from absl import flags
 from ml_collections import config_flags
 
 from configs.common import model_config
-from gcp_jax.models import (ModelConfig, Runtime, build_model, create_model,
-                            model_names, published_config)
+from gcp_jax.model_config import ModelConfig, model_names, published_config
+from gcp_jax.models import Runtime, build_model, create_model
 from gcp_jax.models import heads, resnet, token_heads, vit
 from gcp_jax.train import loop
 from gcp_jax.errors import ConfigError
