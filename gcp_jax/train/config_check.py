@@ -70,34 +70,32 @@ def config_fields(config: ml_collections.ConfigDict, kind: str,
   return name, fields
 
 
+def _check_choice(config: ml_collections.ConfigDict, key: str,
+                  choices: tuple[str, ...]) -> None:
+  if config[key] not in choices:
+    raise ConfigError(f"config.{key}={config[key]!r}; use one of "
+                      f"{', '.join(repr(c) for c in choices)}.")
+
+
 def check_training_config(config: ml_collections.ConfigDict) -> None:
   """The training loop's fields `ema_decay`, `best_metric`,
   `extra_outputs`, `init_scheme` and `label_smoothing_style`."""
+  if not 0.0 <= config.ema_decay < 1.0:
+    raise ConfigError(
+        f"config.ema_decay={config.ema_decay} must be in [0, 1) (0 = no "
+        f"weight average; DeiT's 0.99996).")
+  _check_choice(config, "best_metric", ("top1", "ema_top1"))
+  if config.best_metric == "ema_top1" and not config.ema_decay:
+    raise ConfigError(
+        "config.best_metric='ema_top1' needs config.ema_decay > 0.")
   if config.extra_outputs < 0:
     raise ConfigError(
         f"config.extra_outputs={config.extra_outputs} must be >= 0 (1 for "
         f"the MindSpore recipe's 1001-way head over 1000 classes).")
-  if config.init_scheme not in INIT_SCHEMES:
-    raise ConfigError(
-        f"config.init_scheme={config.init_scheme!r}; use one of "
-        f"{', '.join(INIT_SCHEMES)}.")
-  if config.label_smoothing_style not in SMOOTHING_STYLES:
-    raise ConfigError(
-        f"config.label_smoothing_style={config.label_smoothing_style!r}; "
-        f"use one of {', '.join(SMOOTHING_STYLES)}.")
+  _check_choice(config, "init_scheme", INIT_SCHEMES)
+  _check_choice(config, "label_smoothing_style", SMOOTHING_STYLES)
   if (config.label_smoothing_style != "uniform"
       and DataSettings.from_config(config.data).mixing):
     raise ConfigError(
         "Mixup / CutMix smooth their targets the 'uniform' way only; set "
         "config.label_smoothing_style='uniform' or turn mixing off.")
-  if not 0.0 <= config.ema_decay < 1.0:
-    raise ConfigError(
-        f"config.ema_decay={config.ema_decay} must be in [0, 1) (0 = no "
-        f"weight average; DeiT's 0.99996).")
-  if config.best_metric not in ("top1", "ema_top1"):
-    raise ConfigError(
-        f"config.best_metric={config.best_metric!r}; use 'top1' or "
-        f"'ema_top1'.")
-  if config.best_metric == "ema_top1" and not config.ema_decay:
-    raise ConfigError(
-        "config.best_metric='ema_top1' needs config.ema_decay > 0.")

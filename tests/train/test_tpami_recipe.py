@@ -12,8 +12,10 @@ from configs import imagenet_tpami
 from configs.common import model_config
 from gcp_jax.convert import export_state_dict, write_mindspore_checkpoint
 from gcp_jax.data.digits import write_digits_image_folder
+from gcp_jax.errors import ConfigError
 from gcp_jax.models import create_model
 from gcp_jax.train import loop
+from gcp_jax.train.config_check import check_training_config
 from gcp_jax.train.optim import param_groups
 from gcp_jax.train.schedules import create_lr_schedule
 
@@ -74,6 +76,20 @@ def test_decay_mask_is_the_seeds_name_rule():
   assert not decay[("head", "fc", "bias")]
 
 
+def _tiny_recipe(tmp_path, num_train_steps: int):
+  """The recipe on resnet_tiny and the digits (10 classes + 1 extra output),
+  16 px, learning rates 0 (the state keeps its starting values)."""
+  config = imagenet_tpami.get_config("resnet18_isqrt_d128")
+  config.model = model_config("resnet_tiny_isqrt")
+  config.data.name = "image_folder"
+  config.data.data_dir = write_digits_image_folder(str(tmp_path / "digits"))
+  config.data.update({"image_size": 16, "global_batch_size": 64,
+                      "eval_batch_size": 64})
+  config.num_train_steps = num_train_steps
+  config.optimizer.lr_multipliers = ((".*", 0.0),)
+  return config
+
+
 def test_tiny_seed_recipe_loads_a_1001_way_file_and_trains(tmp_path):
   """The recipe shrunk to resnet_tiny on the digits (10 classes + 1 extra
   output): a MindSpore file with 11 outputs loads whole (its classifier
@@ -84,15 +100,8 @@ def test_tiny_seed_recipe_loads_a_1001_way_file_and_trains(tmp_path):
   path = str(tmp_path / "seed.ckpt")
   write_mindspore_checkpoint(tref.mindspore_names(
       export_state_dict(source), np.random.default_rng(0)), path)
-  config = imagenet_tpami.get_config("resnet18_isqrt_d128")
-  config.model = model_config("resnet_tiny_isqrt")
+  config = _tiny_recipe(tmp_path, num_train_steps=2)
   config.init_from = path
-  config.data.name = "image_folder"
-  config.data.data_dir = write_digits_image_folder(str(tmp_path / "digits"))
-  config.data.update({"image_size": 16, "global_batch_size": 64,
-                      "eval_batch_size": 64})
-  config.num_train_steps = 2
-  config.optimizer.lr_multipliers = ((".*", 0.0),)
   result = loop.train_and_evaluate(config, str(tmp_path / "run"))
   params = jax.device_get(result.state.params)
   assert params["head"]["fc"]["kernel"].shape == (136, 11)
@@ -107,15 +116,30 @@ def test_mindspore_init_scheme_applies_to_fresh_training(tmp_path):
   """Without init_from, init_scheme="mindspore" draws the classifier as the
   seed: |w| <= 2 x 0.01 and zero bias (PyTorch's default would give
   U(-1/sqrt(136), 1/sqrt(136)) = +-0.086 and non-zero biases)."""
-  config = imagenet_tpami.get_config("resnet18_isqrt_d128")
-  config.model = model_config("resnet_tiny_isqrt")
-  config.data.name = "image_folder"
-  config.data.data_dir = write_digits_image_folder(str(tmp_path / "digits"))
-  config.data.update({"image_size": 16, "global_batch_size": 64,
-                      "eval_batch_size": 64})
-  config.num_train_steps = 1
-  config.optimizer.lr_multipliers = ((".*", 0.0),)
+  config = _tiny_recipe(tmp_path, num_train_steps=1)
   result = loop.train_and_evaluate(config, str(tmp_path / "run"))
   fc = jax.device_get(result.state.params)["head"]["fc"]
   assert fc["kernel"].shape == (136, 11)
   assert np.abs(fc["kernel"]).max() <= 0.02 and not fc["bias"].any()
+
+
+@pytest.mark.parametrize("changes,message", [
+    ({"init_scheme": "xavier"},
+     "config.init_scheme='xavier'; use one of 'module', 'mindspore'"),
+    ({"label_smoothing_style": "mindspore"},
+     "config.label_smoothing_style='mindspore'; use one of 'uniform'"),
+    ({"extra_outputs": -1}, "config.extra_outputs=-1 must be >= 0"),
+])
+def test_recipe_fields_are_checked_before_anything_runs(changes, message):
+  config = imagenet_tpami.get_config("resnet18_isqrt_d128")
+  config.update(changes)
+  with pytest.raises(ConfigError, match=message):
+    check_training_config(config)
+
+
+def test_others_smoothing_with_mixing_is_an_error():
+  config = imagenet_tpami.get_config("resnet18_isqrt_d128")
+  config.data.mixup_alpha = 0.8
+  with pytest.raises(ConfigError, match="Mixup / CutMix smooth their "
+                     "targets the 'uniform' way only"):
+    check_training_config(config)
