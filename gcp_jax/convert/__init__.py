@@ -15,8 +15,9 @@ Modules, one job each:
   naming           every reference's parameter names -> one canonical naming
   layout           canonical names <-> gcp-jax paths, OIHW <-> HWIO, ...
   architecture     recognise the network of a set of shapes (error messages)
-  loader           load_pretrained = read_checkpoint (read, rename) then
-                   fit_checkpoint (convert, check, report)
+  checkpoint_reader  read_checkpoint: detect the format, read, rename
+  loader           fit_checkpoint (convert, check, report) and
+                   load_pretrained = read_checkpoint then fit_checkpoint
   export           gcp-jax -> fast-MPN-COV state_dict
 """
 
@@ -26,12 +27,12 @@ from gcp_jax.convert.errors import MissingDependencyError
 from gcp_jax.convert.errors import WeightMappingError
 from gcp_jax.convert.export import export_state_dict
 from gcp_jax.convert.export import save_pytorch_checkpoint
-from gcp_jax.convert.loader import CheckpointFile
+from gcp_jax.convert.checkpoint_reader import CheckpointFile
+from gcp_jax.convert.checkpoint_reader import detect_format
+from gcp_jax.convert.checkpoint_reader import read_checkpoint
 from gcp_jax.convert.loader import ImportReport
-from gcp_jax.convert.loader import detect_format
 from gcp_jax.convert.loader import fit_checkpoint
 from gcp_jax.convert.loader import load_pretrained
-from gcp_jax.convert.loader import read_checkpoint
 from gcp_jax.convert.mindspore_files import read_mindspore_checkpoint
 from gcp_jax.convert.mindspore_files import write_mindspore_checkpoint
 from gcp_jax.convert.torch_files import read_torch_checkpoint
