@@ -14,8 +14,11 @@ Why each one:
 * CPU, 1 x 1 convolution as a dot on the `(B * H * W, C)` matrix: its
   gradients are dots, which XLA:CPU runs much faster than its convolution
   backward (`models/layers.PointwiseConv`; benchmarks/RESULTS.md, "XLA:CPU
-  convolutions"). On GPUs cuDNN runs the convolution itself, so the standard
-  `nn.Conv` is used. Both have the same variable (`kernel`,
+  convolutions"). On GPUs cuDNN runs the convolution itself and the
+  standard `nn.Conv` is used: `PointwiseConv` measured about as fast there
+  but is the layer with which Triton GEMM fusion aborted XLA (below), so
+  `nn.Conv` keeps a user's `--xla_gpu_enable_triton_gemm=true` safe
+  (benchmarks/RESULTS.md, "GPU seam choices"). Both have the same variable (`kernel`,
   `(1, 1, C_in, C_out)`, same initialiser and RNG path), so checkpoints and
   weight import do not depend on the backend.
 * CPU, `xla_cpu_experimental_ynn_fusion_type` without convolutions: XLA:CPU
@@ -25,8 +28,10 @@ Why each one:
 * GPU, `xla_gpu_enable_triton_gemm=false`: with Triton GEMM fusion on, XLA
   (jax 0.11.2, CUDA 13) aborted the process while compiling the ResNet-50
   training step: "triton_tiling_propagation.cc:703 Check failed:
-  subdim_size_accumulator == dim_size (784 vs. 56)" in GemmFusion. Dots
-  then run on cuBLAS, convolutions on cuDNN as before.
+  subdim_size_accumulator == dim_size (784 vs. 56)" in GemmFusion. With
+  `nn.Conv` 1 x 1 convolutions it compiles, but the step is no faster and
+  compiles several times slower (benchmarks/RESULTS.md, "GPU seam
+  choices"). Dots then run on cuBLAS, convolutions on cuDNN.
 * CPU, glibc keeps freed memory: XLA:CPU allocates and frees a step's
   temporaries on every call (`gcp_jax.allocator`). This one is decided
   before JAX is imported, from the installed plugins and `JAX_PLATFORMS`
