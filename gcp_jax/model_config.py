@@ -36,6 +36,8 @@ The papers' models also have names, each standing for a ModelConfig
     bcnn cov            (`cov` = plain covariance, representation "none")
     dropcov             the DropCov head, d = 256
     <gcp head>_d128     the same with d = 128 (TPAMI tables; not tiny)
+  se_resnet50_<head>    the TPAMI seed's MindSpore SE-ResNet-50, with gap,
+                        isqrt (d = 256) and isqrt_d128
   <deit>_<head>         deit_t deit_s deit_tiny_test, with
     cls                 class token -> FC
     gcp                 + iSQRT-COV of the reduced patch tokens, d = 64
@@ -136,6 +138,11 @@ def _published() -> dict[str, ModelConfig]:
       for suffix, rep in GCP_SUFFIXES.items():
         names[f"{backbone}_{suffix}{tail}"] = ModelConfig(backbone, "gcp",
                                                           rep, dim=dim)
+  names["se_resnet50_gap"] = ModelConfig("se_resnet50", "gap")
+  for dim in (256, 128):
+    tail = "_d128" if dim == 128 else ""
+    names[f"se_resnet50_isqrt{tail}"] = ModelConfig("se_resnet50", "gcp",
+                                                    "isqrt", dim=dim)
   for backbone, vit in VIT_HEADS.items():
     names[f"{backbone}_cls"] = ModelConfig(backbone, "cls")
     names[f"{backbone}_gcp"] = ModelConfig(backbone, "token_gcp",

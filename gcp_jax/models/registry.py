@@ -26,7 +26,7 @@ from flax import linen as nn
 
 from gcp_jax import ops
 from gcp_jax.model_config import ModelConfig
-from gcp_jax.models import heads, resnet, token_heads, vit
+from gcp_jax.models import heads, resnet, se_resnet, token_heads, vit
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,6 +77,9 @@ BACKBONES: dict[str, Backbone] = {
     # One BasicBlock per stage, width 8, 3x3 stem: 8x8..32x32 images, tests.
     "resnet_tiny": _resnet((1, 1, 1, 1), resnet.BasicBlock, width=8,
                            small_input=True),
+    # The TPAMI seed's MindSpore SE-ResNet-50 ('same' padding).
+    "se_resnet50": Backbone(functools.partial(
+        se_resnet.SEResNet, stage_sizes=(3, 4, 6, 3)), "map"),
     "deit_t": _vit(embed_dim=192, depth=12, num_heads=3),
     "deit_s": _vit(embed_dim=384, depth=12, num_heads=6),
     # 32 px, patch 8, 2 blocks of width 32: tests.

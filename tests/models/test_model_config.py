@@ -16,7 +16,7 @@ from ml_collections import config_flags
 from configs.common import model_config
 from gcp_jax.model_config import ModelConfig, model_names, published_config
 from gcp_jax.models import Runtime, build_model, create_model
-from gcp_jax.models import heads, resnet, token_heads, vit
+from gcp_jax.models import heads, resnet, se_resnet, token_heads, vit
 from gcp_jax.train import loop
 from gcp_jax.errors import ConfigError
 
@@ -39,6 +39,12 @@ REPS = {"isqrt": "isqrt", "eig": "eig", "epn": "epn", "svpn": "svpn",
 
 def _direct(name: str):
   """The module a published name stands for, from the module classes."""
+  if name.startswith("se_resnet50_"):
+    if name == "se_resnet50_gap":
+      return se_resnet.SEResNet(heads.GAPHead(NUM_CLASSES), last_stride=2)
+    dim = 128 if name.endswith("_d128") else 256
+    return se_resnet.SEResNet(heads.GCPHead(
+        NUM_CLASSES, dim, "isqrt", (("num_iters", 5),)), last_stride=1)
   for arch, fields in VITS.items():
     if name.startswith(arch + "_"):
       head_name = name[len(arch) + 1:]
@@ -77,7 +83,7 @@ def test_published_name_is_the_directly_built_module(name):
 
 
 def test_published_names_cover_every_depth_and_head():
-  assert len(model_names()) == 6 * 8 + 5 * 7 + 3 * 3
+  assert len(model_names()) == 6 * 8 + 5 * 7 + 3 + 3 * 3
 
 
 def _shapes(model, size=16):
