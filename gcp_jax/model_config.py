@@ -3,12 +3,13 @@
 A model is a backbone, a head on its output, and, for second-order heads, a
 representation with its options:
 
-  backbone                key of `registry.BACKBONES` ("resnet50", "deit_s")
+  backbone                key of `registry.BACKBONES` ("resnet50",
+                          "vgg16_bn", "deit_s")
   head                    key of `registry.HEADS` ("gap", "gcp", "dropcov";
                           on ViTs "cls", "token_gcp", "token_dropcov")
   representation          key of `gcp_jax.ops.REPRESENTATIONS` ("isqrt",
-                          "eig", "epn", "svpn", "bcnn", "none"); read by the
-                          "gcp" and "token_gcp" heads
+                          "eig", "epn", "svpn", "bcnn", "cbp", "none"); read
+                          by the "gcp" and "token_gcp" heads
   dim                     d, channels after the reduction before pooling
                           (256 in iSQRT-COV / GCP_Optimization, 128 in the
                           TPAMI tables)

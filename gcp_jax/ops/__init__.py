@@ -9,7 +9,8 @@
   matrix_power_eig                exact power via eigh         eig_power.py
   epn, signed_power               element-wise power norm      elementwise_power.py
   svpn                            singular-value power norm    singular_value_power.py
-  compact_bilinear, tensor_sketch features -> CBP vector (B, D) compact_bilinear.py
+  compact_bilinear,               features -> CBP (B, D)       compact_bilinear.py
+  tensor_sketch
   triu_vec, flatten               matrix -> vector             vectorize.py
   get_representation              name -> full pipeline        representations.py
   cross_entropy,                  classification losses         losses.py

@@ -17,8 +17,8 @@ def test_registry_names():
 
 
 def test_unknown_name_lists_valid_ones():
-  with pytest.raises(ValueError, match="'sqrtm'.*bcnn, cbp, eig, epn, isqrt, none, "
-                     "svpn"):
+  with pytest.raises(ValueError, match="'sqrtm'.*bcnn, cbp, eig, epn, isqrt, "
+                     "none, svpn"):
     ops.get_representation("sqrtm")
 
 
