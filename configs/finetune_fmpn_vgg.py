@@ -2,15 +2,17 @@
 
 Command (DATASET: cub (default), aircraft or cars):
   python main.py --config configs/finetune_fmpn_vgg.py:cub \\
-      --config.data.data_dir=/data/CUB_200_2011_folder --workdir /runs/vgg_cub
+      --config.data.data_dir=/data/CUB_200_2011_folder \\
+      --init_from=/ckpt/mpncovvgg16_bn.pth --workdir /runs/vgg_cub
 
 The model is `vgg16_bn_isqrt` (fast-MPN-COV's `mpncovvgg16_bn`: VGG-16-BN
 without its fifth max-pool, d = 256, 5 iterations) with its classifier
 replaced, as the reference's `model_init.Newmodel` does for a pretrained
 `mpncovvgg16_bn` with `--representation None`, by one FC from the 32896-d
-vector to the classes (`hidden_dims=()`). `init_from` needs a JAX-side
-checkpoint of that backbone: the importer has no VGG name mapping yet
-(docs/design.md, 'VGG-16-BN').
+vector to the classes (`hidden_dims=()`). `init_from` is the authors'
+ImageNet `mpncovvgg16_bn` `.pth` (README: 650.4 MB): its features and
+reduction block load, its three classifier layers are ignored
+(`init_from_ignore`) and the new FC starts fresh.
 
 Recipe (fast-MPN-COV `finetune/finetune_mpncovvggd16.sh`, `main.py`): the
 data of `finetune_fmpn.py` (448 px, batch 10, 2-view evaluation), SGD
@@ -37,4 +39,5 @@ def get_config(arg: str = "cub"):
   config.optimizer.lr_multipliers = (("head/fc/.*", 20.0),)
   config.schedule = {"name": "step", "milestones": (20,), "gamma": 0.1}
   config.num_epochs = 40
+  config.init_from_ignore = ("head/fc/.*", "head/hidden.*")
   return config

@@ -71,6 +71,7 @@ def test_finetune_vgg_recipe_numbers():
   assert config.schedule.gamma == 0.1
   assert config.optimizer.weight_decay == 1e-4
   assert tuple(config.optimizer.lr_multipliers) == (("head/fc/.*", 20.0),)
+  assert tuple(config.init_from_ignore) == ("head/fc/.*", "head/hidden.*")
   model = build_model(model_config(config), 200)
   params = jax.eval_shape(lambda: model.init(
       jax.random.key(0), jnp.zeros((1, 448, 448, 3)), False))["params"]

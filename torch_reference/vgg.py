@@ -11,8 +11,9 @@ batch_norm=True)` without its last max-pool (`features[:-1]`), then
 
 and a classifier: Linear(D, h) -> ReLU -> Dropout for each h in `hidden`
 ((4096, 4096) in `mpncovvgg16_bn`), then Linear(., num_classes). State-dict
-names: `features.{k}` (torchvision's indices), `representation.0/1` (the
-reduction conv / BN), `classifier.{k}`.
+names as the reference's: `features.{k}` (torchvision's indices),
+`representation.conv_dr_block.{0,1}` (the reduction conv / BN),
+`classifier.{k}`.
 """
 
 import torch
@@ -49,8 +50,10 @@ class MPNCOVVGG(nn.Module):
     self.features = features(blocks)
     channels = blocks[-1][-1]
     if head == "isqrt":
-      self.representation = nn.Sequential(
-          nn.Conv2d(channels, dim, 1, bias=False), nn.BatchNorm2d(dim))
+      self.representation = nn.Module()
+      self.representation.conv_dr_block = nn.Sequential(
+          nn.Conv2d(channels, dim, 1, bias=False), nn.BatchNorm2d(dim),
+          nn.ReLU())
       width = dim * (dim + 1) // 2
     else:
       width = channels
@@ -65,6 +68,6 @@ class MPNCOVVGG(nn.Module):
     x = self.features(x)
     if self.head == "gap":
       return self.classifier(x.mean(dim=(2, 3)))
-    x = torch.relu(self.representation(x))
+    x = self.representation.conv_dr_block(x)
     x = ops.triu(ops.isqrt(ops.covariance(x), self.num_iters))
     return self.classifier(x)

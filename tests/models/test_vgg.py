@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from gcp_jax.convert import load_pretrained
 from gcp_jax.models import create_model
 from gcp_jax.models.summary import count_params
 from torch_reference import vgg as torch_vgg
@@ -83,7 +84,7 @@ def _copy_torch_weights(tmodel: torch.nn.Module, params, stats):
     stats[name.format("bn") + "/mean"] = t(bn.running_mean)
     stats[name.format("bn") + "/var"] = t(bn.running_var)
   if tmodel.head == "isqrt":
-    conv, bn = tmodel.representation
+    conv, bn, _ = tmodel.representation.conv_dr_block
     params["head/reduce/conv_reduce/kernel"] = t(conv.weight).transpose(
         2, 3, 1, 0)
     params["head/reduce/bn_reduce/scale"] = t(bn.weight)
@@ -121,6 +122,47 @@ def test_logits_equal_the_torch_reference(head, hidden):
     want = tmodel(torch.from_numpy(x.transpose(0, 3, 1, 2).copy())).numpy()
   scale = np.abs(want).max()
   np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * scale)
+
+
+def test_reference_checkpoint_imports(tmp_path):
+  """A `.pth` under fast-MPN-COV's names (`features.module.{k}` as its
+  main.py's DataParallel saves them, `representation.conv_dr_block`,
+  `classifier.{0,3,6}`) loads through the importer into the logits of the
+  torch model."""
+  torch.manual_seed(1)
+  tmodel = randomize(torch_vgg.MPNCOVVGG(5, dim=16, hidden=(12, 8)), 2)
+  state = {k.replace("features.", "features.module.", 1): v
+           for k, v in tmodel.state_dict().items()}
+  torch.save({"state_dict": state}, tmp_path / "mpncovvgg.pth.tar")
+  model = create_model("vgg16_bn_isqrt", 5, dim=16, hidden_dims=(12, 8))
+  x = RNG.standard_normal((2, 64, 64, 3))
+  template = jax.eval_shape(lambda: model.init(
+      jax.random.key(0), jnp.zeros((1, 64, 64, 3)), False))
+  variables, report = load_pretrained(tmp_path / "mpncovvgg.pth.tar",
+                                      template)
+  assert not report.not_loaded and not report.unexpected
+  got = model.apply(variables, jnp.asarray(x, jnp.float32), False)
+  with torch.no_grad():
+    want = tmodel.double()(
+        torch.from_numpy(x.transpose(0, 3, 1, 2).copy())).numpy()
+  np.testing.assert_allclose(got, want, rtol=1e-4,
+                             atol=1e-4 * np.abs(want).max())
+  # The fine-grained model (one FC, new classes) from that file with the
+  # ignore list of configs/finetune_fmpn_vgg.py.
+  config = _finetune_config()
+  one_fc = create_model("vgg16_bn_isqrt", 7, dim=16, hidden_dims=())
+  template = jax.eval_shape(lambda: one_fc.init(
+      jax.random.key(0), jnp.zeros((1, 64, 64, 3)), False))
+  _, report = load_pretrained(tmp_path / "mpncovvgg.pth.tar", template,
+                              ignore=tuple(config.init_from_ignore))
+  assert set(report.not_loaded) == {"params/head/fc/kernel",
+                                    "params/head/fc/bias"}
+  assert len(report.unexpected) == 4         # hidden0/1 kernel and bias
+
+
+def _finetune_config():
+  from configs import finetune_fmpn_vgg
+  return finetune_fmpn_vgg.get_config("cub")
 
 
 def test_stem_split_and_hidden_dropout():
