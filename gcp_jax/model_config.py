@@ -3,12 +3,13 @@
 A model is a backbone, a head on its output, and, for second-order heads, a
 representation with its options:
 
-  backbone                key of `registry.BACKBONES` ("resnet50", "deit_s")
+  backbone                key of `registry.BACKBONES` ("resnet50",
+                          "vgg16_bn", "deit_s")
   head                    key of `registry.HEADS` ("gap", "gcp", "dropcov";
                           on ViTs "cls", "token_gcp", "token_dropcov")
   representation          key of `gcp_jax.ops.REPRESENTATIONS` ("isqrt",
-                          "eig", "epn", "svpn", "bcnn", "none"); read by the
-                          "gcp" and "token_gcp" heads
+                          "eig", "epn", "svpn", "bcnn", "cbp", "none"); read
+                          by the "gcp" and "token_gcp" heads
   dim                     d, channels after the reduction before pooling
                           (256 in iSQRT-COV / GCP_Optimization, 128 in the
                           TPAMI tables)
@@ -44,6 +45,13 @@ The papers' models also have names, each standing for a ModelConfig
                         (d = 8 on deit_tiny_test)
     dropcov             + transformer DropCov (H x w^2: 6 x 14^2 on deit_t,
                         6 x 24^2 on deit_s, 2 x 4^2 on deit_tiny_test)
+
+  vgg16_bn_<head>       VGG-16-BN without its fifth max-pool (fast-MPN-COV)
+    gap                 GAP -> FC (fast-MPN-COV's GAvP fine-tuning model)
+    isqrt               fast-MPN-COV's ImageNet `mpncovvgg16_bn`: iSQRT-COV,
+                        d = 256, then FC 4096 -> FC 4096 -> FC (dropout 0.5)
+    bcnn cbp            B-CNN (C^2 = 262144) and compact bilinear pooling
+                        (D = 8192) of the 512 conv5_3 channels, no reduction
 
 `resnet_tiny` heads use d = 16. The configs of the papers' recipes and the
 checkpoint importer use these names; any other network is a ModelConfig.
@@ -149,9 +157,20 @@ def _published() -> dict[str, ModelConfig]:
                                            dim=vit["dim"])
     names[f"{backbone}_dropcov"] = ModelConfig(
         backbone, "token_dropcov", head_options=vit["head_options"])
+  names.update(VGG_NAMES)
   return names
 
 
+VGG_NAMES = {
+    "vgg16_bn_gap": ModelConfig("vgg16_bn", "gap"),
+    "vgg16_bn_isqrt": ModelConfig(
+        "vgg16_bn", "gcp", "isqrt", dim=256,
+        head_options={"hidden_dims": (4096, 4096)}),
+    "vgg16_bn_bcnn": ModelConfig("vgg16_bn", "gcp", "bcnn",
+                                 head_options={"reduce": False}),
+    "vgg16_bn_cbp": ModelConfig("vgg16_bn", "gcp", "cbp",
+                                head_options={"reduce": False}),
+}
 PUBLISHED = _published()
 
 

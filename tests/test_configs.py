@@ -23,6 +23,7 @@ CONFIGS = [
     ("imagenet_fmpn", "resnet50"), ("imagenet_fmpn", "resnet101"),
     ("imagenet_deit", "deit_s_dropcov"), ("imagenet_deit", "deit_t_cls"),
     ("finetune_fmpn", "cub"), ("finetune_fmpn", "cars"),
+    ("finetune_fmpn_vgg", "cub"),
 ]
 
 
@@ -54,6 +55,28 @@ def test_finetune_recipe_numbers():
   assert tuple(config.optimizer.lr_multipliers) == (("head/fc/.*", 5.0),)
   assert config.num_epochs == 100
   assert tuple(config.init_from_ignore) == ("head/fc/.*",)
+
+
+def test_finetune_vgg_recipe_numbers():
+  """fast-MPN-COV finetune/finetune_mpncovvggd16.sh."""
+  config = _load("finetune_fmpn_vgg", "aircraft")
+  assert config.model.backbone == "vgg16_bn"
+  assert (config.model.head, config.model.representation) == ("gcp", "isqrt")
+  assert config.model.dim == 256 and config.model.num_iters == 5
+  assert tuple(config.model.head_options.hidden_dims) == ()
+  assert config.data.image_size == 448 and config.data.eval_views == 2
+  assert config.data.global_batch_size == 10
+  assert config.learning_rate == 3e-3 and config.num_epochs == 40
+  assert tuple(config.schedule.milestones) == (20,)
+  assert config.schedule.gamma == 0.1
+  assert config.optimizer.weight_decay == 1e-4
+  assert tuple(config.optimizer.lr_multipliers) == (("head/fc/.*", 20.0),)
+  assert tuple(config.init_from_ignore) == ("head/fc/.*", "head/hidden.*")
+  model = build_model(model_config(config), 200)
+  params = jax.eval_shape(lambda: model.init(
+      jax.random.key(0), jnp.zeros((1, 448, 448, 3)), False))["params"]
+  assert set(params["head"]) == {"reduce", "fc"}
+  assert params["head"]["fc"]["kernel"].shape == (32896, 200)
 
 
 def test_fmpn_and_deit_recipe_numbers():

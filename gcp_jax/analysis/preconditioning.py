@@ -127,6 +127,13 @@ def _check_gcp_head(model: nn.Module) -> None:
   if not isinstance(head, heads.GCPHead):
     raise ValueError(f"The pre-conditioning view needs a ResNet with a "
                      f"GCPHead; this model's head is {type(head).__name__}.")
+  if (not head.reduce or head.hidden_dims
+      or ops.get_representation(head.representation).pool is None):
+    raise ValueError(
+        "The pre-conditioning view needs a GCPHead of reduction block -> "
+        "pool / normalize / vectorize -> one FC; this one has "
+        f"reduce={head.reduce}, hidden_dims={head.hidden_dims}, "
+        f"representation={head.representation!r}.")
 
 
 def head_function(model: nn.Module, variables: forward.Variables,

@@ -13,6 +13,11 @@ with the array layout change of each kind of weight.
   layer_reduce_bn.*                .../head/reduce/bn_reduce/*
   eca_layer.conv.weight            params/head/eca_conv             eca
   fc.weight / fc.bias              params/head/fc/kernel / bias     linear
+  block{i}.conv{j}.weight / .bias  params/block{i}/conv{j}/kernel   conv
+                                   / bias (VGG)
+  block{i}.bn{j}.*                 .../block{i}/bn{j}/* (VGG)
+  hidden{n}.weight / .bias         params/head/hidden{n}/kernel     linear
+                                   / bias (VGG classifier)
 
 Layouts: conv (O, I, kh, kw) <-> (kh, kw, I, O); linear (out, in) <-> (in,
 out); eca Conv1d (1, 1, k) <-> (k,). All are exact permutations/reshapes.
@@ -46,7 +51,7 @@ ECA = Kind("eca", 3, lambda a: a.reshape(-1),
            lambda a: a.reshape(1, 1, -1))
 
 FIELDS = {"stage": r"\d+", "block": r"\d+", "conv": r"conv\d+",
-          "bn": r"bn\d+"}
+          "bn": r"bn\d+", "hidden": r"hidden\d+"}
 # (canonical module, gcp-jax module) of every BatchNorm.
 BN_MODULES = (
     ("bn1", "stem/bn1"),
@@ -54,6 +59,7 @@ BN_MODULES = (
     ("layer{stage}.{block}.downsample.1", "layer{stage}/block{block}/"
      "downsample_bn"),
     ("layer_reduce_bn", "head/reduce/bn_reduce"),
+    ("block{stage}.{bn}", "block{stage}/{bn}"),
 )
 # (canonical suffix, collection, gcp-jax leaf) of a BatchNorm's variables.
 BN_VARIABLES = (("weight", "params", "scale"), ("bias", "params", "bias"),
@@ -69,6 +75,10 @@ RULES = [
     ("eca_layer.conv.weight", "params/head/eca_conv", ECA),
     ("fc.weight", "params/head/fc/kernel", LINEAR),
     ("fc.bias", "params/head/fc/bias", VECTOR),
+    ("block{stage}.{conv}.weight", "params/block{stage}/{conv}/kernel", CONV),
+    ("block{stage}.{conv}.bias", "params/block{stage}/{conv}/bias", VECTOR),
+    ("{hidden}.weight", "params/head/{hidden}/kernel", LINEAR),
+    ("{hidden}.bias", "params/head/{hidden}/bias", VECTOR),
 ] + [(f"{torch_mod}.{suffix}", f"{collection}/{jax_mod}/{leaf}", VECTOR)
      for torch_mod, jax_mod in BN_MODULES
      for suffix, collection, leaf in BN_VARIABLES]

@@ -21,6 +21,14 @@ Other spellings brought to it here:
   layer1..4; the reduction block is `features.{8,9}` when fine-tuning a
   pretrained `mpncovresnet` or `representation.conv_dr_block.{0,1}` when
   training from scratch; `classifier` = fc.
+* fast-MPN-COV VGG-16-BN (`mpncovvgg16_bn`, and `Newmodel` around it or
+  around `vgg16_bn`): torchvision's `features.{k}` indices (conv k, BN
+  k + 1, ReLU k + 2, a max-pool one index) become `block{i}.conv{j}` and
+  `block{i}.bn{j}` (conv biases kept), `representation.conv_dr_block.{0,1}`
+  the reduction block, and the classifier's Linears `classifier.{0,3,6}`
+  `hidden0`, `hidden1`, `fc` (one Linear, `classifier.*`: `fc`). A file is
+  read as VGG when its `features` indices are not those of a ResNet
+  `Newmodel` (0, 1, 4..9).
 * MindSpore model-zoo ResNet (`official/cv/ResNet/src/resnet.py`, which the
   TPAMI MindSpore code forks): BN `gamma/beta/moving_mean/moving_variance`,
   `down_sample_layer.{0,1}`, BasicBlock BNs `bn1d/bn2d`, classifier
@@ -52,6 +60,25 @@ FMPN_FEATURES = {"0": "conv1", "1": "bn1", "4": "layer1", "5": "layer2",
 FMPN_RENAMES = ((r"^representation\.conv_dr_block\.0\.", "layer_reduce."),
                 (r"^representation\.conv_dr_block\.1\.", "layer_reduce_bn."),
                 (r"^classifier\.", "fc."))
+
+
+
+def _vgg_features(block_sizes: Sequence[int]) -> dict[str, str]:
+  """torchvision `make_layers(cfg, batch_norm=True)` index -> canonical
+  module, for blocks of `block_sizes` convolutions."""
+  names, k = {}, 0
+  for i, size in enumerate(block_sizes, start=1):
+    for j in range(1, size + 1):
+      names[str(k)] = f"block{i}.conv{j}"
+      names[str(k + 1)] = f"block{i}.bn{j}"
+      k += 3
+    k += 1                                   # the block's max-pool
+  return names
+
+
+VGG16_FEATURES = _vgg_features((2, 2, 3, 3, 3))
+# VGG's classifier: Linear, ReLU, Dropout, Linear, ReLU, Dropout, Linear.
+VGG_CLASSIFIER = {"0": "hidden0", "3": "hidden1", "6": "fc"}
 
 MINDSPORE_RENAMES = (
     (r"\.gamma$", ".weight"), (r"\.beta$", ".bias"),
@@ -101,6 +128,26 @@ def _fmpn_newmodel(name: str) -> str:
   return name
 
 
+def _fmpn_vgg(name: str) -> str:
+  """fast-MPN-COV VGG-16-BN names -> canonical (others unchanged)."""
+  match = re.match(r"^features\.(\d+)\.(.*)$", name)
+  if match and match.group(1) in VGG16_FEATURES:
+    return f"{VGG16_FEATURES[match.group(1)]}.{match.group(2)}"
+  match = re.match(r"^classifier\.(\d+)\.(.*)$", name)
+  if match and match.group(1) in VGG_CLASSIFIER:
+    return f"{VGG_CLASSIFIER[match.group(1)]}.{match.group(2)}"
+  for pattern, repl in FMPN_RENAMES:
+    name = re.sub(pattern, repl, name)
+  return name
+
+
+def _is_vgg(names: Sequence[str]) -> bool:
+  """`features.{k}` indices that a ResNet `Newmodel` does not have."""
+  indices = {m.group(1) for m in (re.match(r"^features\.(\d+)\.", n)
+                                  for n in names) if m}
+  return bool(indices - set(FMPN_FEATURES))
+
+
 def canonical_from_torch(state: Mapping[str, np.ndarray]
                          ) -> tuple[Named, list[str]]:
   """PyTorch checkpoint names -> canonical names.
@@ -110,11 +157,13 @@ def canonical_from_torch(state: Mapping[str, np.ndarray]
     skipped ones are BN `num_batches_tracked` counters.
   """
   out, skipped = [], []
+  names = {name: strip_data_parallel(name) for name in state}
+  rename = _fmpn_vgg if _is_vgg(list(names.values())) else _fmpn_newmodel
   for name, array in state.items():
     if name.endswith(IGNORED_SUFFIX):
       skipped.append(name)
       continue
-    out.append((_fmpn_newmodel(strip_data_parallel(name)), name, array))
+    out.append((rename(names[name]), name, array))
   return out, skipped
 
 

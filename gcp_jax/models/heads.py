@@ -2,6 +2,7 @@
 
   GAPHead      global average pooling -> FC                    (the baseline)
   GCPHead      reduction block -> covariance -> post-norm -> triu -> FC
+               (optionally without the reduction, or with hidden FC layers)
   DropCovHead  reduction block -> [train: ECA + adaptive channel dropout]
                -> covariance -> triu -> FC           (docs/method.md §6.1)
 
@@ -61,27 +62,44 @@ class GCPHead(nn.Module):
       initialised N(0, 1)). `gcp_jax.models.registry` fills these from a
       `ModelConfig`.
     bn_axis_name: mapped axis to synchronise BN statistics over, or None.
+    reduce: False skips the reduction block: the representation takes the
+      backbone's C channels and `dim` is unused (fast-MPN-COV's B-CNN and
+      CBP on VGG-16, C = 512).
+    hidden_dims: widths of FC -> ReLU -> dropout layers before `fc`,
+      `hidden{i}` (VGG's classifier: (4096, 4096) in fast-MPN-COV's ImageNet
+      MPN-COV VGG-16); () is one FC.
+    dropout_rate: of the hidden layers (0.5, VGG's `nn.Dropout()`), with
+      the 'dropout' RNG stream in training.
   """
   num_classes: int
   dim: int
   representation: str
   representation_options: Options = ()
   bn_axis_name: str | None = None
+  reduce: bool = True
+  hidden_dims: tuple[int, ...] = ()
+  dropout_rate: float = 0.5
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
     rep = ops.get_representation(self.representation)
-    x = ReductionBlock(self.dim, self.bn_axis_name, name="reduce")(x, train)
+    if self.reduce:
+      x = ReductionBlock(self.dim, self.bn_axis_name, name="reduce")(x, train)
     options = dict(self.representation_options)
     if self.representation == "svpn" and "start" not in options:
       # svPN's power iteration starts from a learned vector, N(0, 1) at
       # init, as in the reference.
       options["start"] = self.param("svpn_start", nn.initializers.normal(1.0),
-                                    (self.dim,), jnp.float32)
+                                    (x.shape[-1],), jnp.float32)
     pooled = rep(x, **options)
     self.sow("intermediates", "pooled", pooled)
-    return layers.dense(self.num_classes, pooled.shape[-1], precision=HIGHEST,
-                        name="fc")(pooled)
+    h = pooled
+    for i, width in enumerate(self.hidden_dims):
+      h = layers.dense(width, h.shape[-1], precision=HIGHEST,
+                       name=f"hidden{i}")(h)
+      h = nn.Dropout(self.dropout_rate, deterministic=not train)(nn.relu(h))
+    return layers.dense(self.num_classes, h.shape[-1], precision=HIGHEST,
+                        name="fc")(h)
 
 
 def _eca_init(key, shape, dtype=jnp.float32):

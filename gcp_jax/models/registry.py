@@ -14,7 +14,8 @@ entry here (docs/extending.md).
 
 ResNets take `last_stride` from the head unless `backbone_options` sets it:
 2 for GAP (the classification ResNet), 1 for the second-order heads (a
-14 x 14 map at 224 px, as in iSQRT-COV and DropCov).
+14 x 14 map at 224 px, as in iSQRT-COV and DropCov). Only backbones with a
+`last_stride` field get it: VGG has no strided convolution.
 """
 
 import dataclasses
@@ -26,7 +27,7 @@ from flax import linen as nn
 
 from gcp_jax import ops
 from gcp_jax.model_config import ModelConfig
-from gcp_jax.models import heads, resnet, se_resnet, token_heads, vit
+from gcp_jax.models import heads, resnet, se_resnet, token_heads, vgg, vit
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,6 +86,8 @@ BACKBONES: dict[str, Backbone] = {
     # 32 px, patch 8, 2 blocks of width 32: tests.
     "deit_tiny_test": _vit(image_size=32, patch_size=8, embed_dim=32, depth=2,
                            num_heads=2),
+    # VGG-16 with BatchNorm, without its fifth max-pool (fast-MPN-COV).
+    "vgg16_bn": Backbone(functools.partial(vgg.VGG, blocks=vgg.VGG16), "map"),
 }
 
 
@@ -213,7 +216,8 @@ def build_model(config: ModelConfig, num_classes: int,
   _check_options(backbone.module, fields, "backbone_options")
   fields["dtype"] = runtime.dtype
   if backbone.output == "map":
-    fields.setdefault("last_stride", head.resnet_last_stride)
+    if "last_stride" in option_names(backbone.module):
+      fields.setdefault("last_stride", head.resnet_last_stride)
     # ViTs normalise with LayerNorm only: no BatchNorm statistics to share.
     fields["bn_axis_name"] = runtime.bn_axis_name
   return backbone.module(head=head.build(config, num_classes, runtime),

@@ -9,6 +9,8 @@
   matrix_power_eig                exact power via eigh         eig_power.py
   epn, signed_power               element-wise power norm      elementwise_power.py
   svpn                            singular-value power norm    singular_value_power.py
+  compact_bilinear,               features -> CBP (B, D)       compact_bilinear.py
+  tensor_sketch
   triu_vec, flatten               matrix -> vector             vectorize.py
   get_representation              name -> full pipeline        representations.py
   cross_entropy,                  classification losses         losses.py
@@ -23,6 +25,7 @@ All ops compute in float32 (float64 stays float64) with matmuls at
 """
 
 from gcp_jax.ops import batch_norm
+from gcp_jax.ops.compact_bilinear import compact_bilinear, tensor_sketch
 from gcp_jax.ops.covariance import bilinear, covariance, cross_covariance
 from gcp_jax.ops.dropcov import (adaptive_drop_rate, channel_attention,
                                  channel_dropout, structured_dropout)
@@ -41,12 +44,13 @@ from gcp_jax.ops.vectorize import flatten, triu_vec
 __all__ = [
     "REPRESENTATIONS", "Representation", "adaptive_drop_rate", "batch_norm",
     "bilinear",
-    "channel_attention", "channel_dropout", "covariance", "cross_covariance",
+    "channel_attention", "channel_dropout", "compact_bilinear", "covariance",
+    "cross_covariance",
     "cross_entropy",
     "epn",
     "flatten", "get_representation", "isqrt", "matrix_power_eig",
     "newton_schulz", "newton_schulz_eigh", "newton_schulz_gram",
     "pooled_isqrt", "signed_power", "soft_target_cross_entropy",
-    "structured_dropout", "svpn",
+    "structured_dropout", "svpn", "tensor_sketch",
     "triu_vec",
 ]

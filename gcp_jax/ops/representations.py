@@ -15,6 +15,8 @@ post-normalisation of the (C, C) matrix -> vectorisation for the classifier.
   none     covariance  none (plain GCP, as DropCov uses)      triu
   bcnn     bilinear    signed sqrt + l2 of all entries        full, C^2
                        (B-CNN)
+  cbp      none: a Tensor Sketch of bilinear pooling, signed   D (8192,
+           sqrt + l2 (compact bilinear pooling; `embed`)       `output_dim`)
 
 Synopsis:
   rep = get_representation("isqrt")
@@ -22,6 +24,7 @@ Synopsis:
   z = rep(feats, num_iters=5, method="eigh")  # same z, faster on CPUs
   rep.normalize(cov, num_iters=5)             # the (B, C, C) stage alone
   rep.output_dim(256)                         # 32896
+  get_representation("cbp").output_dim(256, output_dim=4096)   # 4096
 """
 
 import dataclasses
@@ -29,6 +32,7 @@ from typing import Any, Callable
 
 import jax
 
+from gcp_jax.ops.compact_bilinear import compact_bilinear, sketch_output_dim
 from gcp_jax.ops.covariance import bilinear, covariance
 from gcp_jax.ops.eig_power import matrix_power_eig
 from gcp_jax.ops.elementwise_power import epn
@@ -67,22 +71,33 @@ class Representation:
       matrix (isqrt with method="eigh"); used by `__call__` when given.
     takes_num_iters: the normalisation's `num_iters` is the model config's
       `num_iters` (the Newton-Schulz steps of isqrt).
+    embed: for a representation that forms no (C, C) matrix (cbp): features
+      -> (B, D) in one call, with the options; `pool`, `normalize` and
+      `vectorize` are then None.
+    embed_dim: with `embed`: D from C and the options.
   """
   name: str
-  pool: MatrixFn
-  normalize: MatrixFn
-  vectorize: MatrixFn
+  pool: MatrixFn | None
+  normalize: MatrixFn | None
+  vectorize: MatrixFn | None
   pool_normalize: MatrixFn | None = None
   takes_num_iters: bool = False
+  embed: MatrixFn | None = None
+  embed_dim: Callable[..., int] | None = None
 
   def __call__(self, features: jax.Array, **options: Any) -> jax.Array:
     """(B, H, W, C) or (B, N, C) -> (B, D)."""
+    if self.embed is not None:
+      return self.embed(features, **options)
     if self.pool_normalize is not None:
       return self.vectorize(self.pool_normalize(features, **options))
     return self.vectorize(self.normalize(self.pool(features), **options))
 
-  def output_dim(self, channels: int) -> int:
-    """D for C = `channels`: C(C+1)/2 (triu) or C^2 (full)."""
+  def output_dim(self, channels: int, **options: Any) -> int:
+    """D for C = `channels` (and, for an `embed`, its options):
+    C(C+1)/2 (triu), C^2 (full) or `embed_dim(channels, **options)`."""
+    if self.embed_dim is not None:
+      return self.embed_dim(channels, **options)
     if self.vectorize is triu_vec:
       return channels * (channels + 1) // 2
     return channels * channels
@@ -97,6 +112,8 @@ REPRESENTATIONS: dict[str, Representation] = {
         Representation("svpn", covariance, svpn, triu_vec),
         Representation("none", covariance, identity, triu_vec),
         Representation("bcnn", bilinear, bcnn_normalize, flatten),
+        Representation("cbp", None, None, None,
+                       embed=compact_bilinear, embed_dim=sketch_output_dim),
     )
 }
 

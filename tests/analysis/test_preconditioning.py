@@ -9,7 +9,7 @@ import pytest
 
 from gcp_jax import ops
 from gcp_jax.analysis import preconditioning as pc
-from gcp_jax.models import heads
+from gcp_jax.models import create_model, heads
 from tests.analysis import tiny
 
 
@@ -134,3 +134,17 @@ def test_other_heads_are_rejected():
     pc.gradient_preconditioning(model, variables, batch["image"],
                                 batch["label"], bn_mode="running",
                                 key=jax.random.key(0))
+
+
+@pytest.mark.parametrize("overrides", [
+    {"hidden_dims": (8,)}, {"reduce": False},
+    {"representation": "cbp", "representation_options": {"output_dim": 16}}])
+def test_gcp_heads_it_cannot_decompose_are_rejected(overrides):
+  """Hidden FC layers, no reduction block, or a representation without a
+  (C, C) matrix (cbp): the decomposition would compute another head."""
+  model = create_model("resnet_tiny_isqrt", 10, **overrides)
+  x = jnp.zeros((2, 8, 8, 3))
+  variables = model.init(jax.random.key(0), x, False)
+  with pytest.raises(ValueError, match="reduction block -> pool"):
+    pc.head_function(model, variables, jnp.zeros((2, 1, 1, 64)),
+                     bn_mode="running", key=jax.random.key(0))

@@ -16,7 +16,7 @@ from ml_collections import config_flags
 from configs.common import model_config
 from gcp_jax.model_config import ModelConfig, model_names, published_config
 from gcp_jax.models import Runtime, build_model, create_model
-from gcp_jax.models import heads, resnet, se_resnet, token_heads, vit
+from gcp_jax.models import heads, resnet, se_resnet, token_heads, vgg, vit
 from gcp_jax.train import loop
 from gcp_jax.errors import ConfigError
 
@@ -35,6 +35,15 @@ VIT_GCP_DIM = {"deit_t": 64, "deit_s": 64, "deit_tiny_test": 8}
 VIT_DROPCOV = {"deit_t": (6, 14), "deit_s": (6, 24), "deit_tiny_test": (2, 4)}
 REPS = {"isqrt": "isqrt", "eig": "eig", "epn": "epn", "svpn": "svpn",
         "bcnn": "bcnn", "cov": "none"}
+VGG16 = ((64, 64), (128, 128), (256, 256, 256), (512, 512, 512),
+         (512, 512, 512))
+VGG_HEADS = {
+    "gap": heads.GAPHead(NUM_CLASSES),
+    "isqrt": heads.GCPHead(NUM_CLASSES, 256, "isqrt", (("num_iters", 5),),
+                           hidden_dims=(4096, 4096)),
+    "bcnn": heads.GCPHead(NUM_CLASSES, 256, "bcnn", reduce=False),
+    "cbp": heads.GCPHead(NUM_CLASSES, 256, "cbp", reduce=False),
+}
 
 
 def _direct(name: str):
@@ -45,6 +54,8 @@ def _direct(name: str):
     dim = 128 if name.endswith("_d128") else 256
     return se_resnet.SEResNet(heads.GCPHead(
         NUM_CLASSES, dim, "isqrt", (("num_iters", 5),)), last_stride=1)
+  if name.startswith("vgg16_bn_"):
+    return vgg.VGG(VGG16, VGG_HEADS[name[len("vgg16_bn_"):]])
   for arch, fields in VITS.items():
     if name.startswith(arch + "_"):
       head_name = name[len(arch) + 1:]
@@ -83,7 +94,7 @@ def test_published_name_is_the_directly_built_module(name):
 
 
 def test_published_names_cover_every_depth_and_head():
-  assert len(model_names()) == 6 * 8 + 5 * 7 + 3 + 3 * 3
+  assert len(model_names()) == 6 * 8 + 5 * 7 + 3 + 3 * 3 + 4
 
 
 def _shapes(model, size=16):

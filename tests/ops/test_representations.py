@@ -13,12 +13,12 @@ RNG = np.random.default_rng(3)
 
 def test_registry_names():
   assert set(ops.REPRESENTATIONS) == {"isqrt", "eig", "bcnn", "epn", "svpn",
-                                      "none"}
+                                      "none", "cbp"}
 
 
 def test_unknown_name_lists_valid_ones():
-  with pytest.raises(ValueError, match="'sqrtm'.*bcnn, eig, epn, isqrt, none, "
-                     "svpn"):
+  with pytest.raises(ValueError, match="'sqrtm'.*bcnn, cbp, eig, epn, isqrt, "
+                     "none, svpn"):
     ops.get_representation("sqrtm")
 
 
@@ -28,7 +28,7 @@ def test_output_shapes_and_dim(name):
   z = rep(jnp.asarray(RNG.standard_normal((2, 5, 5, 12)), jnp.float32))
   assert z.shape == (2, rep.output_dim(12))
   assert bool(jnp.all(jnp.isfinite(z)))
-  assert rep.output_dim(256) == (65536 if name == "bcnn" else 32896)
+  assert rep.output_dim(256) == {"bcnn": 65536, "cbp": 8192}.get(name, 32896)
 
 
 def test_isqrt_pipeline_equals_reference_composition():
@@ -150,14 +150,20 @@ def test_zero_features_finite_value_and_gradient(name):
   assert bool(jnp.all(jnp.isfinite(g)))
 
 
+# cbp at D = 6: every bin of the sketch of C = 4 channels is hit (an empty
+# bin is FFT rounding whose sign the signed square root amplifies).
+FD_OPTIONS = {"cbp": {"output_dim": 6}}
+
+
 @pytest.mark.parametrize("name", sorted(ops.REPRESENTATIONS))
 def test_gradients_match_finite_differences(name):
   rep = ops.get_representation(name)
+  options = FD_OPTIONS.get(name, {})
   x = RNG.standard_normal((2, 3, 3, 4)) + 0.5
-  w = RNG.standard_normal((2, rep.output_dim(4)))
+  w = RNG.standard_normal((2, rep.output_dim(4, **options)))
   with jax.enable_x64(True):
     def loss(x):
-      return jnp.sum(w * rep(x))
+      return jnp.sum(w * rep(x, **options))
     grad = np.asarray(jax.grad(loss)(jnp.asarray(x)))
     h = 1e-6
     direction = RNG.standard_normal(x.shape)
