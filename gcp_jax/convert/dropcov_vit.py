@@ -1,0 +1,182 @@
+"""Import DropCov transformer checkpoints (`Deit_drop_*`, PyTorch) into
+`gcp_jax.models.dropcov_vit.DropCovViT` variables.
+
+Synopsis:
+  from gcp_jax.convert import dropcov_vit
+  template = jax.eval_shape(lambda: model.init(key, images, False))
+  variables = dropcov_vit.load_dropcov_vit("Deit_drop_Small.pth.tar",
+                                           template)
+
+The reference names (DropCov `Transformers/src/transformer.py`, class `Vit`;
+`nn.DataParallel`'s `module.` components are dropped first) and their
+gcp-jax paths:
+
+  visual_tokens.tokens.stem.0.{weight,bias}    tokenizer/stem
+  visual_tokens.tokens.stage.{2b}.denselayer{i+1}.conv{1,2}.weight
+                                    tokenizer/block{b}_layer{i}_conv{1,2}
+  visual_tokens.tokens.stage.{2b+1}.norm.*     tokenizer/transition{b}_bn
+  visual_tokens.tokens.stage.{2b+1}.conv.weight tokenizer/transition{b}_conv
+  visual_tokens.tokens.transition.{weight,bias} tokenizer/proj
+  cls_token                                    cls_token
+  blocks.{i}.norm{1,2}.*                       block{i}/norm{1,2}
+  blocks.{i}.attn.{qkv,proj}.*                 block{i}/attn/{qkv,proj}
+  blocks.{i}.mlp.fc{1,2}.*                     block{i}/mlp_fc{1,2}
+  norm.*                                       norm
+  classifier.representation.wr.weight          head/reduce (projections=3)
+  classifier.visual_fc.*, classifier.cls_fc.*  head/fc, head/fc_cls
+
+Conv kernels OIHW -> HWIO, Linear weights transposed, LayerNorm and
+BatchNorm weight -> scale, running_mean/var -> batch_stats mean/var.
+`pos_embed` is not a parameter in gcp-jax: it is checked against the fixed
+sinusoid table instead; `num_batches_tracked` is ignored. Any other
+difference between the file and the template is a WeightMappingError that
+lists the names.
+"""
+
+import os
+import re
+from typing import Any, Mapping
+
+import numpy as np
+
+from gcp_jax.convert import naming, torch_files
+from gcp_jax.convert.errors import WeightMappingError
+from gcp_jax.models import dropcov_vit
+
+_TOK = r"visual_tokens\.tokens\."
+# (pattern, gcp-jax path template, collection) in the reference's names.
+_RULES = (
+    (_TOK + r"stem\.0\.(weight|bias)$", "tokenizer/stem/{0}", "params"),
+    (_TOK + r"stage\.(\d+)\.denselayer(\d+)\.conv([12])\.weight$",
+     "tokenizer/block{b}_layer{i}_conv{2}/kernel", "params"),
+    (_TOK + r"stage\.(\d+)\.norm\.(weight|bias)$",
+     "tokenizer/transition{t}_bn/{1}", "params"),
+    (_TOK + r"stage\.(\d+)\.norm\.(running_mean|running_var)$",
+     "tokenizer/transition{t}_bn/{1}", "batch_stats"),
+    (_TOK + r"stage\.(\d+)\.conv\.weight$",
+     "tokenizer/transition{t}_conv/kernel", "params"),
+    (_TOK + r"transition\.(weight|bias)$", "tokenizer/proj/{0}", "params"),
+    (r"cls_token$", "cls_token", "params"),
+    (r"blocks\.(\d+)\.(norm1|norm2)\.(weight|bias)$", "block{0}/{1}/{2}",
+     "params"),
+    (r"blocks\.(\d+)\.attn\.(qkv|proj)\.(weight|bias)$",
+     "block{0}/attn/{1}/{2}", "params"),
+    (r"blocks\.(\d+)\.mlp\.(fc1|fc2)\.(weight|bias)$", "block{0}/mlp_{1}/{2}",
+     "params"),
+    (r"norm\.(weight|bias)$", "norm/{0}", "params"),
+    (r"classifier\.representation\.wr\.(weight)$", "head/reduce/{0}",
+     "params"),
+    (r"classifier\.visual_fc\.(weight|bias)$", "head/fc/{0}", "params"),
+    (r"classifier\.cls_fc\.(weight|bias)$", "head/fc_cls/{0}", "params"),
+)
+_LEAF = {"weight": "kernel", "bias": "bias", "running_mean": "mean",
+         "running_var": "var"}
+IGNORED = re.compile(r"(^|\.)num_batches_tracked$")
+
+
+def _jax_path(name: str) -> tuple[str, tuple[str, ...]] | None:
+  """(collection, path) of a reference name, or None if it has none."""
+  for pattern, template, collection in _RULES:
+    m = re.match(pattern, name)
+    if not m:
+      continue
+    g = m.groups()
+    fields = {}
+    if "{b}" in template or "{t}" in template:
+      stage = int(g[0])
+      fields = {"b": stage // 2, "t": stage // 2,
+                "i": int(g[1]) - 1 if len(g) > 1 and g[1].isdigit() else 0}
+    path = template.format(*g, **fields).split("/")
+    leaf = path[-1]
+    if leaf in _LEAF:
+      is_norm = collection == "params" and (
+          "norm" in path[-2] or path[-2].endswith("_bn"))
+      leaf = "scale" if is_norm and leaf == "weight" else _LEAF[leaf]
+    return collection, tuple(path[:-1]) + (leaf,)
+  return None
+
+
+def _to_jax(value: np.ndarray, leaf: str) -> np.ndarray:
+  if leaf == "kernel" and value.ndim == 4:
+    return value.transpose(2, 3, 1, 0)            # OIHW -> HWIO
+  if leaf == "kernel" and value.ndim == 2:
+    return value.T                                # (out, in) -> (in, out)
+  return value
+
+
+def _flatten(tree: Mapping[str, Any], prefix: tuple[str, ...] = ()
+             ) -> dict[tuple[str, ...], Any]:
+  out = {}
+  for key, value in tree.items():
+    if isinstance(value, Mapping):
+      out.update(_flatten(value, prefix + (key,)))
+    else:
+      out[prefix + (key,)] = value
+  return out
+
+
+def _nest(flat: Mapping[tuple[str, ...], Any]) -> dict[str, Any]:
+  out: dict[str, Any] = {}
+  for path, value in flat.items():
+    node = out
+    for key in path[:-1]:
+      node = node.setdefault(key, {})
+    node[path[-1]] = value
+  return out
+
+
+def convert_state_dict(state: Mapping[str, np.ndarray], template: Any
+                       ) -> dict[str, Any]:
+  """Reference state_dict (name -> array) -> variables shaped as
+  `template` ({"params", "batch_stats"} of a DropCovViT, arrays or
+  ShapeDtypeStructs). Raises WeightMappingError on missing, unexpected or
+  mis-shaped entries, or a `pos_embed` that is not the sinusoid table."""
+  want = {(c,) + p: v for c in ("params", "batch_stats")
+          for p, v in _flatten(template.get(c, {})).items()}
+  got, unexpected, problems = {}, [], []
+  for raw, value in state.items():
+    name = naming.strip_data_parallel(raw)
+    value = np.asarray(value)
+    if IGNORED.search(name):
+      continue
+    if name == "pos_embed":
+      table = dropcov_vit.sinusoid_table(value.shape[-2], value.shape[-1])
+      if not np.allclose(value.reshape(table.shape), table, atol=1e-6):
+        problems.append("pos_embed is not the fixed sinusoid table")
+      continue
+    found = _jax_path(name)
+    if found is None:
+      unexpected.append(name)
+      continue
+    collection, path = found
+    got[(collection,) + path] = (name, _to_jax(value, path[-1]))
+  missing = sorted("/".join(k) for k in set(want) - set(got))
+  unexpected += sorted(got[k][0] for k in set(got) - set(want))
+  for key in set(want) & set(got):
+    name, value = got[key]
+    if tuple(value.shape) != tuple(want[key].shape):
+      problems.append(f"{name} {tuple(value.shape)} -> {'/'.join(key)} "
+                      f"{tuple(want[key].shape)}")
+  if missing or unexpected or problems:
+    raise WeightMappingError(
+        "The checkpoint does not fit this DropCovViT: "
+        + "; ".join(part for part in (
+            f"missing {', '.join(missing)}" if missing else "",
+            f"unexpected {', '.join(sorted(unexpected))}" if unexpected
+            else "",
+            f"mismatched {', '.join(sorted(problems))}" if problems else "")
+            if part)
+        + ". Check the preset (deit_drop_tiny/small/base), the head and "
+          "num_classes.")
+  flat = {k: np.asarray(v, np.float32) for k, (_, v) in got.items()
+          if k in want}
+  return _nest(flat)
+
+
+def load_dropcov_vit(path: str | os.PathLike, template: Any
+                     ) -> dict[str, Any]:
+  """Reads a PyTorch DropCov transformer checkpoint (a state_dict, or a dict
+  holding one, e.g. timm's `state_dict`) and converts it (see
+  `convert_state_dict`)."""
+  return convert_state_dict(torch_files.read_torch_checkpoint(path),
+                            template)
