@@ -19,7 +19,7 @@ interpolation (bilinear here) and colour jitter (timm ignores it when
 RandAugment is on).
 
 Expected top-1 (%): DeiT-S 79.8, DeiT-S + DropCov 82.4 (DropCov README; its
-tokenizer is a conv stem, ours the DeiT patch embedding).
+tokenizer is a conv stem, that of deit_s/deit_t the DeiT patch embedding).
 
 DropCov's own transformer (`deit_drop_{tiny,small,base}_{cls,gcp,dropcov}`,
 conv tokenizer, docs/method.md §7.3) takes the numbers of its scripts
