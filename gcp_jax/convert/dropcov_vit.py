@@ -44,55 +44,62 @@ from gcp_jax.convert.errors import WeightMappingError
 from gcp_jax.models import dropcov_vit
 
 _TOK = r"visual_tokens\.tokens\."
-# (pattern, gcp-jax path template, collection) in the reference's names.
-_RULES = (
-    (_TOK + r"stem\.0\.(weight|bias)$", "tokenizer/stem/{0}", "params"),
-    (_TOK + r"stage\.(\d+)\.denselayer(\d+)\.conv([12])\.weight$",
-     "tokenizer/block{b}_layer{i}_conv{2}/kernel", "params"),
-    (_TOK + r"stage\.(\d+)\.norm\.(weight|bias)$",
-     "tokenizer/transition{t}_bn/{1}", "params"),
-    (_TOK + r"stage\.(\d+)\.norm\.(running_mean|running_var)$",
-     "tokenizer/transition{t}_bn/{1}", "batch_stats"),
-    (_TOK + r"stage\.(\d+)\.conv\.weight$",
-     "tokenizer/transition{t}_conv/kernel", "params"),
-    (_TOK + r"transition\.(weight|bias)$", "tokenizer/proj/{0}", "params"),
-    (r"cls_token$", "cls_token", "params"),
-    (r"blocks\.(\d+)\.(norm1|norm2)\.(weight|bias)$", "block{0}/{1}/{2}",
-     "params"),
-    (r"blocks\.(\d+)\.attn\.(qkv|proj)\.(weight|bias)$",
-     "block{0}/attn/{1}/{2}", "params"),
-    (r"blocks\.(\d+)\.mlp\.(fc1|fc2)\.(weight|bias)$", "block{0}/mlp_{1}/{2}",
-     "params"),
-    (r"norm\.(weight|bias)$", "norm/{0}", "params"),
-    (r"classifier\.representation\.wr\.(weight)$", "head/reduce/{0}",
-     "params"),
-    (r"classifier\.visual_fc\.(weight|bias)$", "head/fc/{0}", "params"),
-    (r"classifier\.cls_fc\.(weight|bias)$", "head/fc_cls/{0}", "params"),
-)
 _LEAF = {"weight": "kernel", "bias": "bias", "running_mean": "mean",
          "running_var": "var"}
+_NORM_LEAF = {"weight": "scale", "bias": "bias"}
 IGNORED = re.compile(r"(^|\.)num_batches_tracked$")
+
+
+def _dense_layer(m: re.Match) -> tuple[str, ...]:
+  block, layer, conv = int(m[1]) // 2, int(m[2]) - 1, m[3]
+  return ("tokenizer", f"block{block}_layer{layer}_conv{conv}", "kernel")
+
+
+def _transition(m: re.Match) -> tuple[str, ...]:
+  t = int(m[1]) // 2
+  if m[2] == "conv.weight":
+    return ("tokenizer", f"transition{t}_conv", "kernel")
+  leaf = m[2].split(".")[1]
+  return ("tokenizer", f"transition{t}_bn",
+          _NORM_LEAF.get(leaf) or _LEAF[leaf])
+
+
+# Reference name pattern -> gcp-jax path (collection is batch_stats for the
+# running statistics, params otherwise).
+_RULES = (
+    (_TOK + r"stem\.0\.(weight|bias)$",
+     lambda m: ("tokenizer", "stem", _LEAF[m[1]])),
+    (_TOK + r"stage\.(0|2|4)\.denselayer(\d+)\.conv([12])\.weight$",
+     _dense_layer),
+    (_TOK + r"stage\.(1|3|5)\.(norm\.(?:weight|bias|running_mean|"
+     r"running_var)|conv\.weight)$", _transition),
+    (_TOK + r"transition\.(weight|bias)$",
+     lambda m: ("tokenizer", "proj", _LEAF[m[1]])),
+    (r"cls_token$", lambda m: ("cls_token",)),
+    (r"blocks\.(\d+)\.(norm1|norm2)\.(weight|bias)$",
+     lambda m: (f"block{m[1]}", m[2], _NORM_LEAF[m[3]])),
+    (r"blocks\.(\d+)\.attn\.(qkv|proj)\.(weight|bias)$",
+     lambda m: (f"block{m[1]}", "attn", m[2], _LEAF[m[3]])),
+    (r"blocks\.(\d+)\.mlp\.(fc1|fc2)\.(weight|bias)$",
+     lambda m: (f"block{m[1]}", f"mlp_{m[2]}", _LEAF[m[3]])),
+    (r"norm\.(weight|bias)$", lambda m: ("norm", _NORM_LEAF[m[1]])),
+    (r"classifier\.representation\.wr\.weight$",
+     lambda m: ("head", "reduce", "kernel")),
+    (r"classifier\.visual_fc\.(weight|bias)$",
+     lambda m: ("head", "fc", _LEAF[m[1]])),
+    (r"classifier\.cls_fc\.(weight|bias)$",
+     lambda m: ("head", "fc_cls", _LEAF[m[1]])),
+)
 
 
 def _jax_path(name: str) -> tuple[str, tuple[str, ...]] | None:
   """(collection, path) of a reference name, or None if it has none."""
-  for pattern, template, collection in _RULES:
+  for pattern, path_of in _RULES:
     m = re.match(pattern, name)
-    if not m:
-      continue
-    g = m.groups()
-    fields = {}
-    if "{b}" in template or "{t}" in template:
-      stage = int(g[0])
-      fields = {"b": stage // 2, "t": stage // 2,
-                "i": int(g[1]) - 1 if len(g) > 1 and g[1].isdigit() else 0}
-    path = template.format(*g, **fields).split("/")
-    leaf = path[-1]
-    if leaf in _LEAF:
-      is_norm = collection == "params" and (
-          "norm" in path[-2] or path[-2].endswith("_bn"))
-      leaf = "scale" if is_norm and leaf == "weight" else _LEAF[leaf]
-    return collection, tuple(path[:-1]) + (leaf,)
+    if m:
+      path = path_of(m)
+      stats = path[-1] in ("mean", "var")
+      return ("batch_stats" if stats else "params"), path
   return None
 
 
