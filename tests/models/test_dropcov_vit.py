@@ -152,3 +152,33 @@ def test_checkpoint_file_round_trip(tmp_path):
   np.testing.assert_array_equal(
       variables["batch_stats"]["tokenizer"]["transition2_bn"]["var"],
       torch_model.visual_tokens.tokens.stage[5].norm.running_var.numpy())
+
+
+@pytest.mark.slow
+def test_full_tiny_preset_at_224_equals_the_torch_reference():
+  """Deit_drop_Tiny + DropCov at 224 px with the reference's own
+  initialisation (about 10 s on a CPU)."""
+  torch_model = ref.build(*PRESETS["deit_drop_tiny"]).eval()
+  model = create_model("deit_drop_tiny_dropcov", 1000)
+  variables = convert.convert_state_dict(
+      {k: v.numpy() for k, v in torch_model.state_dict().items()},
+      _template(model, 224))
+  x = np.random.default_rng(4).standard_normal((2, 224, 224, 3))
+  x = x.astype(np.float32)
+  with torch.no_grad():
+    want = torch_model(torch.from_numpy(x.transpose(0, 3, 1, 2))).numpy()
+  got = np.asarray(jax.jit(lambda v, x: model.apply(v, x, False))(
+      variables, x))
+  np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * np.abs(
+      want).max())
+
+
+def test_bfloat16_backbone():
+  model = create_model("deit_drop_tiny_test_cls", 10, dtype=jnp.bfloat16)
+  x = jnp.asarray(np.random.default_rng(5).standard_normal((2, 64, 64, 3)),
+                  jnp.float32)
+  variables = model.init(jax.random.key(0), x, False)
+  out = model.apply(variables, x, False)
+  assert out.dtype == jnp.float32 and bool(jnp.all(jnp.isfinite(out)))
+  assert variables["params"]["block0"]["attn"]["qkv"]["kernel"].dtype == (
+      jnp.float32)
