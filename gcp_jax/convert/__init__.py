@@ -18,9 +18,9 @@ Modules, one job each:
   loader           load_pretrained = read_checkpoint (read, rename) then
                    fit_checkpoint (convert, check, report)
   export           gcp-jax -> fast-MPN-COV state_dict
-  dropcov_vit      DropCov transformer (`Deit_drop_*`) state_dicts ->
-                   `DropCovViT` variables (convert_state_dict,
-                   load_dropcov_vit)
+
+DropCov's transformer checkpoints (`Deit_drop_*`) load the same way into
+`gcp_jax.models.dropcov_vit.DropCovViT` models (their names: layout.py).
 """
 
 from gcp_jax.convert.errors import CheckpointFormatError

@@ -83,6 +83,10 @@ def _layer_norm(dtype: Dtype, name: str) -> nn.LayerNorm:
 class DenseTokenizer(nn.Module):
   """(B, H, W, 3) -> (B, N, D) tokens, N = (H/16)(W/16) at 224 px.
 
+  Module names follow the reference's `stage` Sequential: dense block b is
+  `stage{2b}_denselayer{i}_conv{1,2}` (i from 1), its transition
+  `stage{2b+1}_norm` / `stage{2b+1}_conv`.
+
   Attributes:
     embed_dim: D.
     last_pool: whether the third transition average-pools (reference:
@@ -109,15 +113,16 @@ class DenseTokenizer(nn.Module):
       for i in range(self.layers_per_block):
         y = nn.relu(jnp.concatenate(feats, axis=-1))
         y = _torch_conv(self.bottleneck, 1, y.shape[-1], False, self.dtype,
-                        f"block{b}_layer{i}_conv1")(y)
+                        f"stage{2 * b}_denselayer{i + 1}_conv1")(y)
         y = _torch_conv(self.growth_rate, 3, 9 * self.bottleneck, False,
-                        self.dtype, f"block{b}_layer{i}_conv2")(nn.relu(y))
+                        self.dtype,
+                        f"stage{2 * b}_denselayer{i + 1}_conv2")(nn.relu(y))
         feats.append(y)
       x = jnp.concatenate(feats, axis=-1)
       x = layers.batch_norm(train, self.bn_axis_name, dtype=self.dtype,
-                            name=f"transition{b}_bn")(x)
+                            name=f"stage{2 * b + 1}_norm")(x)
       x = _torch_conv(self.transition_width, 1, x.shape[-1], False,
-                      self.dtype, f"transition{b}_conv")(x)
+                      self.dtype, f"stage{2 * b + 1}_conv")(x)
       if b < 2 or self.last_pool:
         x = nn.avg_pool(x, (2, 2), (2, 2))
     x = _torch_conv(self.embed_dim, 1, self.transition_width, True,

@@ -1,5 +1,6 @@
 """DropCov's own transformer (`deit_drop_*`) against a PyTorch transcription
-of the reference (torch_reference/dropcov_vit.py), and its checkpoint import.
+of the reference (torch_reference/dropcov_vit.py), and the import of its
+checkpoints through `gcp_jax.convert.load_pretrained`.
 """
 
 import jax
@@ -7,7 +8,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from gcp_jax.convert import WeightMappingError, dropcov_vit as convert
+from gcp_jax.convert import (CheckpointFormatError, WeightMappingError,
+                             load_pretrained)
 from gcp_jax.models import create_model, dropcov_vit
 
 torch = pytest.importorskip("torch")
@@ -28,6 +30,20 @@ def _count(tree) -> int:
 def _template(model, size):
   return jax.eval_shape(lambda: model.init(
       jax.random.key(0), jnp.zeros((1, size, size, 3)), False))
+
+
+def _save(state, path):
+  torch.save({"epoch": 3, "state_dict": state}, path)
+  return path
+
+
+def _import(torch_model, model, size, path):
+  """The torch model's weights as the gcp-jax model's variables, through a
+  checkpoint file (as timm's saver writes it) and load_pretrained."""
+  variables, report = load_pretrained(
+      _save(torch_model.state_dict(), path), _template(model, size))
+  assert not report.not_loaded and "pos_embed" in report.skipped
+  return variables
 
 
 @pytest.mark.parametrize("name", sorted(PRESETS))
@@ -61,15 +77,13 @@ def test_reference_preset_numbers():
 
 
 @pytest.mark.parametrize("size", [64, 112])
-def test_logits_equal_the_torch_reference(size):
-  """Copied weights, eval mode, float32: the same logits (rtol 1e-4). 112
-  px exercises the reference's unpooled last transition."""
+def test_logits_equal_the_torch_reference(size, tmp_path):
+  """Imported weights, eval mode, float32: the same logits (rtol 1e-4).
+  112 px exercises the reference's unpooled last transition."""
   torch_model = ref.randomize(ref.build(*TINY_TEST, num_classes=10,
                                         image_size=size), seed=1).eval()
   model = create_model("deit_drop_tiny_test_dropcov", 10, image_size=size)
-  variables = convert.convert_state_dict(
-      {k: v.numpy() for k, v in torch_model.state_dict().items()},
-      _template(model, size))
+  variables = _import(torch_model, model, size, tmp_path / "ref.pth.tar")
   x = np.random.default_rng(0).standard_normal((2, size, size, 3))
   x = x.astype(np.float32)
   with torch.no_grad():
@@ -113,56 +127,56 @@ def test_training_step_updates_batch_stats_and_uses_dropout():
   out1, new = run(variables, jax.random.key(1))
   out2, _ = run(variables, jax.random.key(2))
   assert bool(jnp.all(jnp.isfinite(out1))) and not np.allclose(out1, out2)
-  before = variables["batch_stats"]["tokenizer"]["transition0_bn"]["mean"]
-  after = new["batch_stats"]["tokenizer"]["transition0_bn"]["mean"]
+  before = variables["batch_stats"]["tokenizer"]["stage1_norm"]["mean"]
+  after = new["batch_stats"]["tokenizer"]["stage1_norm"]["mean"]
   assert not np.allclose(before, after)
 
 
-def test_import_errors_name_the_problem():
+def test_import_errors_name_the_problem(tmp_path):
   torch_model = ref.build(*TINY_TEST, num_classes=10, image_size=64)
-  state = {f"module.{k}": v.numpy()
-           for k, v in torch_model.state_dict().items()}
+  state = {f"module.{k}": v for k, v in torch_model.state_dict().items()}
   template = _template(create_model("deit_drop_tiny_test_dropcov", 10), 64)
-  convert.convert_state_dict(state, template)      # DataParallel names
+  load_pretrained(_save(state, tmp_path / "dp.pth"), template)  # module.
   broken = dict(state)
   del broken["module.blocks.1.attn.qkv.weight"]
-  broken["module.blocks.1.attn.qkv.bias"] = np.zeros(96, np.float32)
+  broken["module.blocks.1.attn.qkv.bias"] = torch.zeros(96)
   with pytest.raises(WeightMappingError,
-                     match=r"missing params/block1/attn/qkv/kernel.*unexpected "
-                           r"blocks\.1\.attn\.qkv\.bias"):
-    convert.convert_state_dict(broken, template)
-  with pytest.raises(WeightMappingError, match=r"classifier\.visual_fc"):
-    convert.convert_state_dict(state, _template(
+                     match=r"(?s)DropCov transformer.*missing in file \(1\): "
+                           r"params/block1/attn/qkv/kernel.*unexpected in "
+                           r"file \(1\): module\.blocks\.1\.attn\.qkv\.bias"):
+    load_pretrained(_save(broken, tmp_path / "broken.pth"), template)
+  with pytest.raises(WeightMappingError, match=r"head/fc/kernel"):
+    load_pretrained(tmp_path / "dp.pth", _template(
         create_model("deit_drop_tiny_test_dropcov", 7), 64))
-  moved = dict(state, **{"module.pos_embed": state["module.pos_embed"] + 1})
-  with pytest.raises(WeightMappingError, match="sinusoid"):
-    convert.convert_state_dict(moved, template)
+  learned = dict(state, **{"module.pos_embed": state["module.pos_embed"] + 1})
+  with pytest.raises(CheckpointFormatError, match="sinusoid"):
+    load_pretrained(_save(learned, tmp_path / "learned.pth"), template)
 
 
-def test_checkpoint_file_round_trip(tmp_path):
+def test_imported_arrays_are_the_files(tmp_path):
   torch_model = ref.randomize(ref.build(*TINY_TEST, num_classes=10,
                                         image_size=64), seed=3)
-  path = tmp_path / "deit_drop.pth.tar"
-  torch.save({"epoch": 3, "state_dict": torch_model.state_dict()}, path)
   model = create_model("deit_drop_tiny_test_dropcov", 10)
-  variables = convert.load_dropcov_vit(path, _template(model, 64))
+  variables = _import(torch_model, model, 64, tmp_path / "ref.pth.tar")
   np.testing.assert_array_equal(
       variables["params"]["block1"]["attn"]["qkv"]["kernel"],
       torch_model.blocks[1].attn.qkv.weight.detach().numpy().T)
   np.testing.assert_array_equal(
-      variables["batch_stats"]["tokenizer"]["transition2_bn"]["var"],
+      variables["params"]["tokenizer"]["stage2_denselayer3_conv2"]["kernel"],
+      torch_model.visual_tokens.tokens.stage[2]["denselayer3"].conv2.weight
+      .detach().numpy().transpose(2, 3, 1, 0))
+  np.testing.assert_array_equal(
+      variables["batch_stats"]["tokenizer"]["stage5_norm"]["var"],
       torch_model.visual_tokens.tokens.stage[5].norm.running_var.numpy())
 
 
 @pytest.mark.slow
-def test_full_tiny_preset_at_224_equals_the_torch_reference():
+def test_full_tiny_preset_at_224_equals_the_torch_reference(tmp_path):
   """Deit_drop_Tiny + DropCov at 224 px with the reference's own
   initialisation (about 10 s on a CPU)."""
   torch_model = ref.build(*PRESETS["deit_drop_tiny"]).eval()
   model = create_model("deit_drop_tiny_dropcov", 1000)
-  variables = convert.convert_state_dict(
-      {k: v.numpy() for k, v in torch_model.state_dict().items()},
-      _template(model, 224))
+  variables = _import(torch_model, model, 224, tmp_path / "tiny.pth.tar")
   x = np.random.default_rng(4).standard_normal((2, 224, 224, 3))
   x = x.astype(np.float32)
   with torch.no_grad():
