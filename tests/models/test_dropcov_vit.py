@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from gcp_jax.convert import (CheckpointFormatError, WeightMappingError,
-                             load_pretrained)
+                             export_state_dict, load_pretrained)
 from gcp_jax.models import create_model, dropcov_vit
 
 torch = pytest.importorskip("torch")
@@ -196,3 +196,14 @@ def test_bfloat16_backbone():
   assert out.dtype == jnp.float32 and bool(jnp.all(jnp.isfinite(out)))
   assert variables["params"]["block0"]["attn"]["qkv"]["kernel"].dtype == (
       jnp.float32)
+
+
+def test_export_refuses_the_transformer():
+  """Import only: the ResNet exporter must not write DropCov-transformer
+  variables under fast-MPN-COV names."""
+  model = create_model("deit_drop_tiny_test_cls", 10)
+  variables = jax.tree.map(lambda a: np.zeros(a.shape, a.dtype),
+                           _template(model, 64))
+  with pytest.raises(WeightMappingError,
+                     match="no fast-MPN-COV name: .*/tokenizer/"):
+    export_state_dict(variables)
