@@ -45,6 +45,11 @@ The papers' models also have names, each standing for a ModelConfig
                         (d = 8 on deit_tiny_test)
     dropcov             + transformer DropCov (H x w^2: 6 x 14^2 on deit_t,
                         6 x 24^2 on deit_s, 2 x 4^2 on deit_tiny_test)
+  <deit_drop>_<head>    DropCov's own transformer (conv tokenizer):
+                        deit_drop_tiny deit_drop_small deit_drop_base
+                        deit_drop_tiny_test, the same three heads (DropCov
+                        H x w^2: 6 x 14^2, 6 x 24^2, 12 x 24^2, 2 x 4^2)
+                        with the reference's head details (REFERENCE_*)
 
   vgg16_bn_<head>       VGG-16-BN without its fifth max-pool (fast-MPN-COV)
     gap                 GAP -> FC (fast-MPN-COV's GAvP fine-tuning model)
@@ -132,6 +137,19 @@ VIT_HEADS = {
     "deit_tiny_test": {"dim": 8,
                        "head_options": {"num_heads": 2, "head_dim": 4}},
 }
+# DropCov's own transformer presets (H, w: Transformers/src/transformer.py).
+# Their heads are the reference's: Linear init N(0, 0.02) / bias 0, and the
+# DropCov head's 3Hw projection and scalar centring (token_heads).
+REFERENCE_HEAD = {"linear_init": "timm"}
+REFERENCE_DROPCOV = {"projections": 3, "centering": "scalar",
+                     **REFERENCE_HEAD}
+VIT_HEADS.update({
+    name: {"dim": dim, "reference": True,
+           "head_options": {"num_heads": h, "head_dim": w}}
+    for name, dim, h, w in (("deit_drop_tiny", 64, 6, 14),
+                            ("deit_drop_small", 64, 6, 24),
+                            ("deit_drop_base", 64, 12, 24),
+                            ("deit_drop_tiny_test", 8, 2, 4))})
 
 
 def _published() -> dict[str, ModelConfig]:
@@ -152,11 +170,16 @@ def _published() -> dict[str, ModelConfig]:
     names[f"se_resnet50_isqrt{tail}"] = ModelConfig("se_resnet50", "gcp",
                                                     "isqrt", dim=dim)
   for backbone, vit in VIT_HEADS.items():
-    names[f"{backbone}_cls"] = ModelConfig(backbone, "cls")
+    ref = vit.get("reference", False)
+    plain = REFERENCE_HEAD if ref else {}
+    names[f"{backbone}_cls"] = ModelConfig(backbone, "cls",
+                                           head_options=plain)
     names[f"{backbone}_gcp"] = ModelConfig(backbone, "token_gcp",
-                                           dim=vit["dim"])
+                                           dim=vit["dim"], head_options=plain)
     names[f"{backbone}_dropcov"] = ModelConfig(
-        backbone, "token_dropcov", head_options=vit["head_options"])
+        backbone, "token_dropcov",
+        head_options={**vit["head_options"],
+                      **(REFERENCE_DROPCOV if ref else {})})
   names.update(VGG_NAMES)
   return names
 

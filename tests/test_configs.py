@@ -22,6 +22,9 @@ CONFIGS = [
     ("imagenet_resnet", "resnet101_dropcov_d128,lradju"),
     ("imagenet_fmpn", "resnet50"), ("imagenet_fmpn", "resnet101"),
     ("imagenet_deit", "deit_s_dropcov"), ("imagenet_deit", "deit_t_cls"),
+    ("imagenet_deit", "deit_drop_tiny_dropcov"),
+    ("imagenet_deit", "deit_drop_small_dropcov"),
+    ("imagenet_deit", "deit_drop_base_dropcov"),
     ("finetune_fmpn", "cub"), ("finetune_fmpn", "cars"),
     ("finetune_fmpn_vgg", "cub"),
 ]
@@ -88,6 +91,23 @@ def test_fmpn_and_deit_recipe_numbers():
   assert (deit.data.mixup_alpha, deit.data.cutmix_alpha) == (0.8, 1.0)
   assert deit.data.random_erasing == 0.25
   assert deit.ema_decay == 0.99996 and deit.label_smoothing == 0.1
+  assert deit.sync_bn  # the DeiT default, unchanged
+
+
+@pytest.mark.parametrize("arg,batch,lr,wd", [
+    ("deit_drop_tiny_dropcov", 1024, 1e-3, 0.03),
+    ("deit_drop_small_dropcov", 1024, 1e-3, 0.03),
+    ("deit_drop_base_dropcov", 512, 5e-4, 0.065)])
+def test_deit_drop_recipes_are_the_reference_scripts(arg, batch, lr, wd):
+  """DropCov Transformers/scripts/train_Deit_drop_*.sh: 8 x -b, --lr,
+  --weight-decay; main.py defaults for the rest."""
+  config = _load("imagenet_deit", arg)
+  assert config.data.global_batch_size == batch
+  assert (config.learning_rate, config.optimizer.weight_decay) == (lr, wd)
+  assert config.num_epochs == 310 and config.schedule.warmup_epochs == 5
+  assert config.model.backbone_options.drop_path_rate == 0.1
+  assert config.model.backbone == arg[:-len("_dropcov")]
+  assert not config.sync_bn
 
 
 def test_unknown_arguments_are_named():

@@ -7,6 +7,9 @@ benchmarks only (not part of the `gcp_jax` package; needs torch).
   resnet   torchvision-topology ResNets with GAP, iSQRT-COV, plain-covariance
            and DropCov heads under the references' parameter names
            (`build`, `randomize`, `logits`)
+  dropcov_vit  DropCov's transformer (`Deit_drop_*`: DenseNet-style
+           tokenizer, sinusoid positions, MGCrP head) without timm, under
+           the reference's parameter names (`build`, `randomize`)
 
 Everything runs on the device of its input (CPU or CUDA). The GCP part of
 every head computes in float32 with autocast disabled, as a fair mixed

@@ -19,6 +19,9 @@ Modules, one job each:
   loader           fit_checkpoint (convert, check, report) and
                    load_pretrained = read_checkpoint then fit_checkpoint
   export           gcp-jax -> fast-MPN-COV state_dict
+
+DropCov's transformer checkpoints (`Deit_drop_*`) load the same way into
+`gcp_jax.models.dropcov_vit.DropCovViT` models (their names: layout.py).
 """
 
 from gcp_jax.convert.errors import CheckpointFormatError

@@ -39,12 +39,16 @@ def export_state_dict(variables: Any) -> dict[str, np.ndarray]:
     `running_var`.
 
   Raises:
-    WeightMappingError: a variable has no reference name (e.g. a ViT).
+    WeightMappingError: a variable has no reference name (e.g. a ViT), or
+      the variables are DropCov's transformer, whose names layout.py knows
+      for import only (its head's FC shares the ResNet's path).
   """
   state, unknown = {}, []
   for key_path, leaf in jax.tree_util.tree_leaves_with_path(variables):
     path = "/".join(str(getattr(k, "key", k)) for k in key_path)
     target = layout.canonical_name(path)
+    if path.startswith("params/tokenizer/"):
+      target = None
     if target is None:
       unknown.append(path)
       continue

@@ -19,8 +19,30 @@ with the array layout change of each kind of weight.
   hidden{n}.weight / .bias         params/head/hidden{n}/kernel     linear
                                    / bias (VGG classifier)
 
+DropCov's transformer (`Deit_drop_*`, `gcp_jax.models.dropcov_vit`) keeps
+its own names as canonical (prefix `visual_tokens.tokens.` written `vt.`):
+
+  vt.stem.0.weight / .bias         params/tokenizer/stem/kernel / bias
+  vt.stage.{s}.denselayer{l}.conv{k}.weight
+           params/tokenizer/stage{s}_denselayer{l}_conv{k}/kernel
+  vt.stage.{s}.norm.*              .../tokenizer/stage{s}_norm/*  (BatchNorm)
+  vt.stage.{s}.conv.weight         params/tokenizer/stage{s}_conv/kernel
+  vt.transition.weight / .bias     params/tokenizer/proj/kernel / bias
+  cls_token                        params/cls_token                 token
+  blocks.{b}.norm{k}.* / norm.*    params/block{b}/norm{k}/* / params/norm/*
+  blocks.{b}.attn.{qkv,proj}.*     params/block{b}/attn/{qkv,proj}/*
+  blocks.{b}.mlp.fc{k}.*           params/block{b}/mlp_fc{k}/*
+  classifier.representation.wr.weight  params/head/reduce/kernel
+  classifier.visual_fc.*           params/head/fc/*
+  classifier.cls_fc.*              params/head/fc_cls/*
+
+(LayerNorm weight -> scale; Linear weights linear.) The fixed `pos_embed`
+is not a variable in gcp-jax (`naming.canonical_from_torch` checks and
+skips it).
+
 Layouts: conv (O, I, kh, kw) <-> (kh, kw, I, O); linear (out, in) <-> (in,
-out); eca Conv1d (1, 1, k) <-> (k,). All are exact permutations/reshapes.
+out); eca Conv1d (1, 1, k) <-> (k,); token (1, 1, D) unchanged. All are
+exact permutations/reshapes.
 
 The FC acts on the triu vector in both code bases in the same order
 (row-major upper triangle with diagonal, docs/method.md §5.1), so its weight
@@ -49,9 +71,11 @@ LINEAR = Kind("linear", 2, lambda a: a.T, lambda a: a.T)
 VECTOR = Kind("vector", 1, lambda a: a, lambda a: a)
 ECA = Kind("eca", 3, lambda a: a.reshape(-1),
            lambda a: a.reshape(1, 1, -1))
+TOKEN = Kind("token", 3, lambda a: a, lambda a: a)
 
 FIELDS = {"stage": r"\d+", "block": r"\d+", "conv": r"conv\d+",
-          "bn": r"bn\d+", "hidden": r"hidden\d+"}
+          "bn": r"bn\d+", "hidden": r"hidden\d+", "layer": r"\d+",
+          "ln": r"norm\d", "fc": r"fc\d", "proj": r"qkv|proj"}
 # (canonical module, gcp-jax module) of every BatchNorm.
 BN_MODULES = (
     ("bn1", "stem/bn1"),
@@ -60,6 +84,7 @@ BN_MODULES = (
      "downsample_bn"),
     ("layer_reduce_bn", "head/reduce/bn_reduce"),
     ("block{stage}.{bn}", "block{stage}/{bn}"),
+    ("visual_tokens.tokens.stage.{stage}.norm", "tokenizer/stage{stage}_norm"),
 )
 # (canonical suffix, collection, gcp-jax leaf) of a BatchNorm's variables.
 BN_VARIABLES = (("weight", "params", "scale"), ("bias", "params", "bias"),
@@ -82,6 +107,37 @@ RULES = [
 ] + [(f"{torch_mod}.{suffix}", f"{collection}/{jax_mod}/{leaf}", VECTOR)
      for torch_mod, jax_mod in BN_MODULES
      for suffix, collection, leaf in BN_VARIABLES]
+_VT = "visual_tokens.tokens"
+# DropCov's transformer (module docstring).
+RULES += [
+    (f"{_VT}.stem.0.weight", "params/tokenizer/stem/kernel", CONV),
+    (f"{_VT}.stem.0.bias", "params/tokenizer/stem/bias", VECTOR),
+    (f"{_VT}.stage.{{stage}}.denselayer{{layer}}.{{conv}}.weight",
+     "params/tokenizer/stage{stage}_denselayer{layer}_{conv}/kernel", CONV),
+    (f"{_VT}.stage.{{stage}}.conv.weight",
+     "params/tokenizer/stage{stage}_conv/kernel", CONV),
+    (f"{_VT}.transition.weight", "params/tokenizer/proj/kernel", CONV),
+    (f"{_VT}.transition.bias", "params/tokenizer/proj/bias", VECTOR),
+    ("cls_token", "params/cls_token", TOKEN),
+    ("blocks.{block}.{ln}.weight", "params/block{block}/{ln}/scale", VECTOR),
+    ("blocks.{block}.{ln}.bias", "params/block{block}/{ln}/bias", VECTOR),
+    ("norm.weight", "params/norm/scale", VECTOR),
+    ("norm.bias", "params/norm/bias", VECTOR),
+    ("blocks.{block}.attn.{proj}.weight",
+     "params/block{block}/attn/{proj}/kernel", LINEAR),
+    ("blocks.{block}.attn.proj.bias", "params/block{block}/attn/proj/bias",
+     VECTOR),
+    ("blocks.{block}.mlp.{fc}.weight", "params/block{block}/mlp_{fc}/kernel",
+     LINEAR),
+    ("blocks.{block}.mlp.{fc}.bias", "params/block{block}/mlp_{fc}/bias",
+     VECTOR),
+    ("classifier.representation.wr.weight", "params/head/reduce/kernel",
+     LINEAR),
+    ("classifier.visual_fc.weight", "params/head/fc/kernel", LINEAR),
+    ("classifier.visual_fc.bias", "params/head/fc/bias", VECTOR),
+    ("classifier.cls_fc.weight", "params/head/fc_cls/kernel", LINEAR),
+    ("classifier.cls_fc.bias", "params/head/fc_cls/bias", VECTOR),
+]
 
 
 def _compile(template: str) -> re.Pattern:

@@ -54,6 +54,7 @@ from gcp_jax.convert.errors import WeightMappingError
 
 SHOWN = 10          # keys listed per category in an error message
 FC_PATTERN = "head/fc/.*"
+TOKENIZER = "params/tokenizer/stem/kernel"   # DropCov's transformer
 
 
 @dataclasses.dataclass(frozen=True)
@@ -313,7 +314,14 @@ def _mismatch_message(
   unexpected_text = [_unexpected_text(s, p) for s, p in unexpected]
   mismatched_text = [f"{p}: file {s} vs model {shapes[p]}"
                      for p, s in mismatched.items()]
-  if model_arch is None:
+  if model_arch is None and TOKENIZER in shapes:
+    head = (f"{path} does not fit this DropCov transformer (the arrays "
+            f"below).")
+    fix = ("Fix: build the preset the checkpoint was trained as "
+           "(create_model('deit_drop_{tiny,small,base}_dropcov', "
+           "num_classes)); or pass ignore=(regex, ...) for leaves to leave "
+           "at their fresh initialisation.")
+  elif model_arch is None:
     head = (f"{path} cannot be loaded into this model: it is not a ResNet "
             f"(only ResNet GAP / GCP / DropCov models can import reference "
             f"checkpoints).")

@@ -29,6 +29,9 @@ Other spellings brought to it here:
   `hidden0`, `hidden1`, `fc` (one Linear, `classifier.*`: `fc`). A file is
   read as VGG when its `features` indices are not those of a ResNet
   `Newmodel` (0, 1, 4..9).
+* DropCov's transformer (`Deit_drop_*`) keeps its own names (layout.py);
+  `classifier.` becomes `fc.` only in `classifier.weight/bias` (fast-MPN-COV
+  `Newmodel`), so its `classifier.cls_fc.*` etc. pass unchanged.
 * MindSpore model-zoo ResNet (`official/cv/ResNet/src/resnet.py`, which the
   TPAMI MindSpore code forks): BN `gamma/beta/moving_mean/moving_variance`,
   `down_sample_layer.{0,1}`, BasicBlock BNs `bn1d/bn2d`, classifier
@@ -44,7 +47,8 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from gcp_jax.convert.errors import ConvertOptionError
+from gcp_jax.convert.errors import CheckpointFormatError, ConvertOptionError
+from gcp_jax.models import dropcov_vit
 
 # gcp-jax's BatchNorm epsilon (gcp_jax.models.layers.batch_norm), PyTorch's
 # default.
@@ -59,7 +63,7 @@ FMPN_FEATURES = {"0": "conv1", "1": "bn1", "4": "layer1", "5": "layer2",
                  "9": "layer_reduce_bn"}
 FMPN_RENAMES = ((r"^representation\.conv_dr_block\.0\.", "layer_reduce."),
                 (r"^representation\.conv_dr_block\.1\.", "layer_reduce_bn."),
-                (r"^classifier\.", "fc."))
+                (r"^classifier\.(weight|bias)$", r"fc.\1"))
 
 
 
@@ -146,6 +150,14 @@ def _is_vgg(names: Sequence[str]) -> bool:
   indices = {m.group(1) for m in (re.match(r"^features\.(\d+)\.", n)
                                   for n in names) if m}
   return bool(indices - set(FMPN_FEATURES))
+def _check_sinusoid(name: str, array: np.ndarray) -> None:
+  table = dropcov_vit.sinusoid_table(array.shape[-2], array.shape[-1])
+  if array.size != table.size or not np.allclose(
+      np.reshape(array, table.shape), table, atol=1e-6):
+    raise CheckpointFormatError(
+        f"{name} {tuple(array.shape)} is not the fixed sinusoid position "
+        f"table of DropCov's transformer; gcp-jax imports only that "
+        f"network's position embedding (it is computed, not loaded).")
 
 
 def canonical_from_torch(state: Mapping[str, np.ndarray]
@@ -154,13 +166,22 @@ def canonical_from_torch(state: Mapping[str, np.ndarray]
 
   Returns:
     ([(canonical, name in file, array)], [skipped names in file]); the
-    skipped ones are BN `num_batches_tracked` counters.
+    skipped ones are BN `num_batches_tracked` counters and the fixed
+    sinusoid `pos_embed` of DropCov's transformer, which gcp-jax computes.
+
+  Raises:
+    CheckpointFormatError: a `pos_embed` that is not that sinusoid table
+      (a learned one has no place in gcp-jax's DropCovViT).
   """
   out, skipped = [], []
   names = {name: strip_data_parallel(name) for name in state}
   rename = _fmpn_vgg if _is_vgg(list(names.values())) else _fmpn_newmodel
   for name, array in state.items():
     if name.endswith(IGNORED_SUFFIX):
+      skipped.append(name)
+      continue
+    if names[name] == "pos_embed":
+      _check_sinusoid(name, array)
       skipped.append(name)
       continue
     out.append((rename(names[name]), name, array))

@@ -27,7 +27,8 @@ from flax import linen as nn
 
 from gcp_jax import ops
 from gcp_jax.model_config import ModelConfig
-from gcp_jax.models import heads, resnet, se_resnet, token_heads, vgg, vit
+from gcp_jax.models import (dropcov_vit, heads, resnet, se_resnet,
+                            token_heads, vgg, vit)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,6 +70,11 @@ def _vit(**fields: Any) -> Backbone:
                   "tokens")
 
 
+def _dropcov_vit(**fields: Any) -> Backbone:
+  return Backbone(functools.partial(dropcov_vit.DropCovViT, **fields),
+                  "tokens")
+
+
 BACKBONES: dict[str, Backbone] = {
     "resnet18": _resnet((2, 2, 2, 2), resnet.BasicBlock),
     "resnet34": _resnet((3, 4, 6, 3), resnet.BasicBlock),
@@ -88,6 +94,15 @@ BACKBONES: dict[str, Backbone] = {
                            num_heads=2),
     # VGG-16 with BatchNorm, without its fifth max-pool (fast-MPN-COV).
     "vgg16_bn": Backbone(functools.partial(vgg.VGG, blocks=vgg.VGG16), "map"),
+    # DropCov's transformer (conv tokenizer, sinusoid positions): its
+    # Deit_drop_{Tiny,Small,Base} (Transformers/src/transformer.py).
+    "deit_drop_tiny": _dropcov_vit(embed_dim=240, depth=12, num_heads=4,
+                                   mlp_ratio=2.5),
+    "deit_drop_small": _dropcov_vit(embed_dim=384, depth=12, num_heads=6),
+    "deit_drop_base": _dropcov_vit(embed_dim=768, depth=12, num_heads=12),
+    # 64 px (4 x 4 tokens), 2 blocks of width 32: tests.
+    "deit_drop_tiny_test": _dropcov_vit(image_size=64, embed_dim=32, depth=2,
+                                        num_heads=2, mlp_ratio=2.5),
 }
 
 
@@ -218,7 +233,9 @@ def build_model(config: ModelConfig, num_classes: int,
   if backbone.output == "map":
     if "last_stride" in option_names(backbone.module):
       fields.setdefault("last_stride", head.resnet_last_stride)
-    # ViTs normalise with LayerNorm only: no BatchNorm statistics to share.
+  # DeiT normalises with LayerNorm only; DropCov's tokenizer has BatchNorm.
+  cls = getattr(backbone.module, "func", backbone.module)
+  if "bn_axis_name" in {f.name for f in dataclasses.fields(cls)}:
     fields["bn_axis_name"] = runtime.bn_axis_name
   return backbone.module(head=head.build(config, num_classes, runtime),
                          **fields)

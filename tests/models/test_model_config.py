@@ -16,7 +16,8 @@ from ml_collections import config_flags
 from configs.common import model_config
 from gcp_jax.model_config import ModelConfig, model_names, published_config
 from gcp_jax.models import Runtime, build_model, create_model
-from gcp_jax.models import heads, resnet, se_resnet, token_heads, vgg, vit
+from gcp_jax.models import (dropcov_vit, heads, resnet, se_resnet,
+                            token_heads, vgg, vit)
 from gcp_jax.train import loop
 from gcp_jax.errors import ConfigError
 
@@ -33,6 +34,18 @@ VITS = {"deit_t": dict(embed_dim=192, depth=12, num_heads=3),
                                depth=2, num_heads=2)}
 VIT_GCP_DIM = {"deit_t": 64, "deit_s": 64, "deit_tiny_test": 8}
 VIT_DROPCOV = {"deit_t": (6, 14), "deit_s": (6, 24), "deit_tiny_test": (2, 4)}
+# DropCov's transformer presets: module fields, DropCov (H, w).
+DROP_VITS = {"deit_drop_tiny": dict(embed_dim=240, depth=12, num_heads=4,
+                                    mlp_ratio=2.5),
+             "deit_drop_small": dict(embed_dim=384, depth=12, num_heads=6),
+             "deit_drop_base": dict(embed_dim=768, depth=12, num_heads=12),
+             "deit_drop_tiny_test": dict(image_size=64, embed_dim=32,
+                                         depth=2, num_heads=2,
+                                         mlp_ratio=2.5)}
+DROP_VIT_DROPCOV = {"deit_drop_tiny": (6, 14), "deit_drop_small": (6, 24),
+                    "deit_drop_base": (12, 24), "deit_drop_tiny_test": (2, 4)}
+DROP_VIT_GCP_DIM = {"deit_drop_tiny": 64, "deit_drop_small": 64,
+                    "deit_drop_base": 64, "deit_drop_tiny_test": 8}
 REPS = {"isqrt": "isqrt", "eig": "eig", "epn": "epn", "svpn": "svpn",
         "bcnn": "bcnn", "cov": "none"}
 VGG16 = ((64, 64), (128, 128), (256, 256, 256), (512, 512, 512),
@@ -56,6 +69,21 @@ def _direct(name: str):
         NUM_CLASSES, dim, "isqrt", (("num_iters", 5),)), last_stride=1)
   if name.startswith("vgg16_bn_"):
     return vgg.VGG(VGG16, VGG_HEADS[name[len("vgg16_bn_"):]])
+  for arch in sorted(DROP_VITS, key=len, reverse=True):
+    if name.startswith(arch + "_"):
+      head_name = name[len(arch) + 1:]
+      if head_name == "cls":
+        head = token_heads.ClsHead(NUM_CLASSES, linear_init="timm")
+      elif head_name == "gcp":
+        head = token_heads.TokenGCPHead(
+            NUM_CLASSES, DROP_VIT_GCP_DIM[arch], "isqrt", (("num_iters", 5),),
+            linear_init="timm")
+      else:
+        num_heads, head_dim = DROP_VIT_DROPCOV[arch]
+        head = token_heads.TokenDropCovHead(
+            NUM_CLASSES, num_heads=num_heads, head_dim=head_dim,
+            projections=3, centering="scalar", linear_init="timm")
+      return dropcov_vit.DropCovViT(head=head, **DROP_VITS[arch])
   for arch, fields in VITS.items():
     if name.startswith(arch + "_"):
       head_name = name[len(arch) + 1:]
@@ -94,7 +122,7 @@ def test_published_name_is_the_directly_built_module(name):
 
 
 def test_published_names_cover_every_depth_and_head():
-  assert len(model_names()) == 6 * 8 + 5 * 7 + 3 + 3 * 3 + 4
+  assert len(model_names()) == 6 * 8 + 5 * 7 + 3 + 3 * 3 + 4 + 4 * 3
 
 
 def _shapes(model, size=16):

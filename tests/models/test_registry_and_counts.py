@@ -16,6 +16,8 @@ def _abstract_init(model, size):
 def _input_size(name):
   if name.startswith("resnet_tiny"):
     return 16
+  if name.startswith("deit_drop_tiny_test"):
+    return 64
   return 32 if name.startswith("deit_tiny_test") else 224
 
 
@@ -38,7 +40,7 @@ def _output_shape_check(name):
   model = create_model(name, 7)
   size = _input_size(name)
   x = jnp.zeros((2, size, size, 3))
-  if "tiny" in name:
+  if name.startswith("resnet_tiny") or "tiny_test" in name:
     variables = model.init(jax.random.key(0), x, False)
     out = model.apply(variables, x, False)
   else:
@@ -68,7 +70,7 @@ PARAMS_M = {
     "resnet18_isqrt_d128": 19.5, "resnet34_isqrt_d128": 29.6,
     "resnet50_isqrt_d128": 32.0, "resnet101_isqrt_d128": 51.0,
     "resnet50_dropcov_d128": 32.0, "resnet50_isqrt": 56.9,
-    "deit_s_dropcov": 25.6,
+    "deit_s_dropcov": 25.6, "deit_drop_small_dropcov": 25.6,
 }
 
 

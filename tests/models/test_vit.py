@@ -100,3 +100,37 @@ def test_bfloat16_backbone():
   model, variables = _init("deit_tiny_test_gcp", dtype=jnp.bfloat16)
   out = model.apply(variables, _images(), False)
   assert out.dtype == jnp.float32 and bool(jnp.all(jnp.isfinite(out)))
+
+
+def test_reference_dropcov_options():
+  """projections=3: the third chunk of W_r is a parameter the logits do not
+  read; centering="scalar" subtracts one mean per (sample, head) slice; bad
+  option values are errors that name the choices."""
+  tokens = jnp.asarray(RNG.standard_normal((2, 1 + 12, 16)), jnp.float32)
+  head = token_heads.TokenDropCovHead(5, num_heads=2, head_dim=3,
+                                      projections=3, centering="scalar",
+                                      linear_init="timm")
+  variables = head.init(jax.random.key(0), tokens, False)
+  params = flax.core.unfreeze(variables["params"])
+  kernel = np.asarray(params["reduce"]["kernel"])
+  assert kernel.shape == (16, 3 * 2 * 3)
+  assert float(np.abs(params["fc"]["bias"]).max()) == 0.0
+  out = head.apply({"params": params}, tokens, False)
+  params["reduce"]["kernel"] = jnp.asarray(kernel).at[:, 12:].set(7.0)
+  np.testing.assert_array_equal(head.apply({"params": params}, tokens, False),
+                                out)
+  patches = np.asarray(tokens[:, 1:], np.float64)
+  qk = (patches @ kernel).reshape(2, 12, 3, 2, 3).transpose(2, 0, 3, 1, 4)
+  q = qk[0] - qk[0].mean(axis=(-2, -1), keepdims=True)
+  k = qk[1] - qk[1].mean(axis=(-2, -1), keepdims=True)
+  cov = np.einsum("bhnv,bhnw->bhvw", q, k).reshape(2, -1) / 12
+  p = jax.tree.map(np.asarray, params)
+  want = (np.asarray(tokens[:, 0]) @ p["fc_cls"]["kernel"]
+          + p["fc_cls"]["bias"] + cov @ p["fc"]["kernel"] + p["fc"]["bias"])
+  np.testing.assert_allclose(out, want, rtol=1e-4, atol=1e-6)
+  for field, value, match in (("projections", 4, "2 or 3"),
+                              ("centering", "mean", "'feature' or"),
+                              ("linear_init", "xavier", "pytorch")):
+    bad = head.clone(**{field: value})
+    with pytest.raises(ValueError, match=match):
+      bad.init(jax.random.key(0), tokens, False)
