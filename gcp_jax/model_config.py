@@ -42,6 +42,13 @@ The papers' models also have names, each standing for a ModelConfig
                         (d = 8 on deit_tiny_test)
     dropcov             + transformer DropCov (H x w^2: 6 x 14^2 on deit_t,
                         6 x 24^2 on deit_s, 2 x 4^2 on deit_tiny_test)
+  <mobile>_<head>       mobilenet_v2 shufflenet_v2 (1.0x; GCP_Optimization;
+                        last stride 2, 7 x 7 maps, for every head), with
+    gap                 GAP -> FC (MobileNetV2: dropout 0.2 before the FC)
+    isqrt               ReLU6 reduction to d = 256 -> iSQRT-COV -> FC
+                        (MobileNetV2: dropout 0.2 before the FC)
+    isqrt_d128          the same with d = 128 (mobilenet_v2 only: the
+                        reference has no ShuffleNetV2 with d = 128)
 
 `resnet_tiny` heads use d = 16. The configs of the papers' recipes and the
 checkpoint importer use these names; any other network is a ModelConfig.
@@ -124,6 +131,11 @@ VIT_HEADS = {
 }
 
 
+# GCP_Optimization src/models: MobileNetV2{,_MPNCOV,_MPNCOV_128}.py and
+# ShuffleNetV2{,_MPNCOV}.py -> the d of their GCP variants.
+MOBILE_GCP_DIMS = {"mobilenet_v2": (256, 128), "shufflenet_v2": (256,)}
+
+
 def _published() -> dict[str, ModelConfig]:
   names = {}
   for backbone in RESNETS:
@@ -142,6 +154,11 @@ def _published() -> dict[str, ModelConfig]:
                                            dim=vit["dim"])
     names[f"{backbone}_dropcov"] = ModelConfig(
         backbone, "token_dropcov", head_options=vit["head_options"])
+  for backbone, dims in MOBILE_GCP_DIMS.items():
+    names[f"{backbone}_gap"] = ModelConfig(backbone, "gap")
+    for dim in dims:
+      tail = "_d128" if dim == 128 else ""
+      names[f"{backbone}_isqrt{tail}"] = ModelConfig(backbone, "gcp", dim=dim)
   return names
 
 

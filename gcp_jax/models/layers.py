@@ -97,16 +97,19 @@ def _spatial_padding(kernel: int, padding: str):
 
 def conv(features: int, kernel: int, stride: int = 1, *, dtype: Dtype,
          name: str, precision: Precision = None,
-         padding: str = "pytorch") -> nn.Module:
+         padding: str = "pytorch", groups: int = 1) -> nn.Module:
   """k x k convolution without bias, padded as `padding` says (module
   docstring; both pad nothing for k = 1). On the CPU a 1 x 1 kernel runs as
   `PointwiseConv` (`gcp_jax.backend`); the variables are the same either
-  way."""
-  if kernel == 1 and backend.pointwise_conv_as_dot():
+  way. `groups` is PyTorch's `groups` (`groups = features = C_in`: a
+  depthwise convolution, kernel (k, k, 1, C)); kaiming fan-out is then
+  k k features, as in PyTorch."""
+  if kernel == 1 and groups == 1 and backend.pointwise_conv_as_dot():
     return PointwiseConv(features, stride, dtype=dtype, precision=precision,
                          name=name)
   return nn.Conv(features, (kernel, kernel), (stride, stride),
                  padding=_spatial_padding(kernel, padding), use_bias=False,
+                 feature_group_count=groups,
                  kernel_init=conv_kernel_init, dtype=dtype,
                  param_dtype=jnp.float32, precision=precision, name=name)
 

@@ -16,7 +16,8 @@ from ml_collections import config_flags
 from configs.common import model_config
 from gcp_jax.model_config import ModelConfig, model_names, published_config
 from gcp_jax.models import Runtime, build_model, create_model
-from gcp_jax.models import heads, resnet, token_heads, vit
+from gcp_jax.models import (heads, mobilenet_v2, resnet, shufflenet_v2,
+                            token_heads, vit)
 from gcp_jax.train import loop
 from gcp_jax.errors import ConfigError
 
@@ -35,10 +36,25 @@ VIT_GCP_DIM = {"deit_t": 64, "deit_s": 64, "deit_tiny_test": 8}
 VIT_DROPCOV = {"deit_t": (6, 14), "deit_s": (6, 24), "deit_tiny_test": (2, 4)}
 REPS = {"isqrt": "isqrt", "eig": "eig", "epn": "epn", "svpn": "svpn",
         "bcnn": "bcnn", "cov": "none"}
+# GCP_Optimization mobile networks: the module and the classifier dropout of
+# the reference (MobileNetV2 `Dropout(0.2)`, ShuffleNetV2 none); both keep
+# stride 2 and use a ReLU6 reduction block.
+MOBILE = {"mobilenet_v2": (mobilenet_v2.MobileNetV2, 0.2),
+          "shufflenet_v2": (shufflenet_v2.ShuffleNetV2, 0.0)}
 
 
 def _direct(name: str):
   """The module a published name stands for, from the module classes."""
+  for arch, (module, rate) in MOBILE.items():
+    if name.startswith(arch + "_"):
+      head_name = name[len(arch) + 1:]
+      if head_name == "gap":
+        head = heads.GAPHead(NUM_CLASSES, dropout_rate=rate)
+      else:
+        dim = 128 if head_name == "isqrt_d128" else 256
+        head = heads.GCPHead(NUM_CLASSES, dim, "isqrt", (("num_iters", 5),),
+                             activation="relu6", dropout_rate=rate)
+      return module(head=head, last_stride=2)
   for arch, fields in VITS.items():
     if name.startswith(arch + "_"):
       head_name = name[len(arch) + 1:]
@@ -77,7 +93,7 @@ def test_published_name_is_the_directly_built_module(name):
 
 
 def test_published_names_cover_every_depth_and_head():
-  assert len(model_names()) == 6 * 8 + 5 * 7 + 3 * 3
+  assert len(model_names()) == 6 * 8 + 5 * 7 + 3 * 3 + 5
 
 
 def _shapes(model, size=16):
