@@ -22,13 +22,15 @@ crops + flip at 224, eval resize 256 -> centre 224; LR used as given.
     decayed linearly per update to 0 at the end; 240 (LRnorm), 60 (LRfast)
     or 100 (LRadju) epochs.
 
+Initialisation as the reference models (`init_scheme`,
+gcp_jax.train.init_schemes): "mobilenet_v2" (the init loop of
+MobileNetV2*.py: kaiming-normal fan-out convolutions, N(0, 0.01) classifier,
+zero biases) and "pytorch_default" (ShuffleNetV2*.py has no init loop:
+PyTorch's Conv2d and Linear defaults).
+
 Left out (docs/design.md, 'Mobile recipes'): the ShuffleNetV2 recipe's
 ColorJitter(brightness=0.4, contrast=0.4, saturation=0.4) on the training
-crops (the data pipeline has no colour jitter), and the references'
-initialisation of the classifier (MobileNetV2: N(0, 0.01) weights and zero
-biases; here PyTorch's default Linear init) and of ShuffleNetV2's
-convolutions (PyTorch's default U(-1/sqrt(fan_in), 1/sqrt(fan_in)); here
-kaiming-normal fan-out as in every other model).
+crops (the data pipeline has no colour jitter).
 
 Expected single-crop top-1 (%) from the GCP_Optimization README
 (docs/method.md §9):
@@ -73,6 +75,8 @@ def get_config(arg: str = "mobilenet_v2_isqrt,lrnorm"):
   config.model = model_config(model)
   use_imagenet(config, batch)
   config.learning_rate = lr
+  config.init_scheme = ("mobilenet_v2" if family == "mobilenet_v2"
+                        else "pytorch_default")
   config.optimizer.weight_decay = 4e-5
   config.schedule = {"name": schedule}
   config.num_epochs = epochs

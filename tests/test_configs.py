@@ -139,6 +139,8 @@ def test_mobile_recipes_equal_the_reference(arg, batch, lr, epochs):
           config.num_epochs) == (batch, lr, epochs)
   assert config.optimizer.weight_decay == 4e-5
   assert config.optimizer.momentum == 0.9
+  assert config.init_scheme == ("mobilenet_v2" if arg.startswith("mobilenet")
+                                else "pytorch_default")
   steps = 7
   schedule = create_lr_schedule(config.schedule, config.learning_rate, steps,
                                 epochs)

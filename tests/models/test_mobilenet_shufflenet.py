@@ -460,3 +460,32 @@ def test_mobilenet_trains_one_step():
       lambda a, b: bool(np.any(np.asarray(a) != b)), new.params,
       state.params), sep="/")
   assert all(v for k, v in moved.items() if k.endswith("kernel")), moved
+
+
+# --- the references' initialisation (init_scheme) ---------------------------
+
+def test_init_schemes_of_the_references():
+  """"mobilenet_v2": FC ~ N(0, 0.01), zero FC bias, convolutions kept;
+  "pytorch_default": every convolution U(-b, b), b = 1 / sqrt(k k C_in /
+  groups) (depthwise: fan_in 9), the FC kept."""
+  from gcp_jax.train.init_schemes import reinitialize
+  model = create_model("mobilenet_v2_isqrt", 1000)
+  shapes = _abstract_params(model, 64)
+  params = jax.tree.map(lambda a: jnp.full(a.shape, 0.5, a.dtype), shapes)
+  mobile = traverse_util.flatten_dict(
+      reinitialize(params, "mobilenet_v2", jax.random.key(0)), sep="/")
+  fc = np.asarray(mobile["head/fc/kernel"])
+  assert abs(fc.std() - 0.01) < 2e-4 and abs(fc.mean()) < 2e-4
+  assert np.all(np.asarray(mobile["head/fc/bias"]) == 0)
+  assert np.all(np.asarray(mobile["block3/depthwise/conv/kernel"]) == 0.5)
+  torch_like = traverse_util.flatten_dict(
+      reinitialize(params, "pytorch_default", jax.random.key(0)), sep="/")
+  for path, fan_in in [("block3/depthwise/conv/kernel", 9),
+                       ("block3/expand/conv/kernel", 24),
+                       ("head/reduce/conv_reduce/kernel", 1280)]:
+    kernel = np.asarray(torch_like[path])
+    bound = fan_in ** -0.5
+    assert np.abs(kernel).max() <= bound
+    assert abs(kernel.std() - bound / 3**0.5) < 0.1 * bound
+  assert np.all(np.asarray(torch_like["head/fc/kernel"]) == 0.5)
+  assert np.all(np.asarray(torch_like["stem/bn/scale"]) == 0.5)
