@@ -27,7 +27,7 @@ from flax import traverse_util
 from gcp_jax import backend, parallel
 from gcp_jax.model_config import ModelConfig
 from gcp_jax.models import build_model, create_model, heads
-from gcp_jax.models.summary import count_params
+from gcp_jax.models.summary import count_params, summarize
 from gcp_jax.train.optim import create_optimizer
 from gcp_jax.train.schedules import create_lr_schedule
 from gcp_jax.train.state import TrainState
@@ -114,6 +114,16 @@ def test_hand_counts_are_torchvisions():
 def test_parameter_counts(name):
   params = _abstract_params(create_model(name, 1000))
   assert count_params(params) == COUNTS[name]
+
+
+@pytest.mark.parametrize("name,mmacs", [
+    ("mobilenet_v2_gap", 300),
+    pytest.param("shufflenet_v2_gap", 146, marks=pytest.mark.slow)])
+def test_multiply_adds_match_the_papers(name, mmacs):
+  """Multiply-adds at 224 px: 300 M (MobileNetV2 paper, Table 4) and 146 M
+  (ShuffleNetV2 paper, 1x), within 2%."""
+  summary = summarize(create_model(name, 1000), 224)
+  assert abs(summary.gmacs * 1e3 / mmacs - 1.0) <= 0.02
 
 
 def test_fc_input_dims_and_map_size():
