@@ -37,6 +37,8 @@ def dropout(x: jax.Array, rate: float, train: bool,
   """Dropout before the FC (PyTorch `nn.Dropout(rate)`: zero with
   probability `rate`, scale the rest by 1 / (1 - rate)); training only,
   drawn from the 'dropout' RNG stream of `module`."""
+  if not 0.0 <= rate < 1.0:
+    raise ValueError(f"dropout_rate must be in [0, 1), got {rate}.")
   if not train or rate == 0.0:
     return x
   keep = jax.random.bernoulli(module.make_rng("dropout"), 1.0 - rate,

@@ -389,6 +389,10 @@ def test_dropout_is_pytorch_dropout_in_training_only():
   same = module.apply({}, x, False,
                       method=lambda m, v, t: heads.dropout(v, 0.2, t, m))
   np.testing.assert_array_equal(same, x)
+  with pytest.raises(ValueError, match="dropout_rate must be in"):
+    heads.dropout(x, 1.0, False, module)
+  with pytest.raises(ValueError, match="Unknown activation 'gelu'"):
+    heads.check_activation("gelu")
 
 
 TINY = {"mobilenet_v2": {"width_mult": 0.25},
