@@ -13,9 +13,11 @@ Fields (all overridable with --config.KEY=VALUE; unknown keys are errors):
                         label uses (1: the MindSpore recipe's 1001-way head
                         over ImageNet's 1000 classes); 0 = none
   init_scheme           weights of a model trained from scratch: "module"
-                        (each layer's PyTorch-default initialiser) or
-                        "mindspore" (the TPAMI seed's init_weight;
-                        gcp_jax.train.init_schemes)
+                        (each layer's PyTorch-default initialiser),
+                        "mindspore" (the TPAMI seed's init_weight),
+                        "mobilenet_v2" (N(0, 0.01) classifier) or
+                        "pytorch_default" (PyTorch's Conv2d default; the
+                        ShuffleNetV2 reference); gcp_jax.train.init_schemes
   half_precision        bf16 backbone; params and the GCP head stay float32
   sync_bn               BatchNorm statistics averaged over all devices
                         (False: per-device, PyTorch DataParallel semantics)

@@ -57,6 +57,13 @@ The papers' models also have names, each standing for a ModelConfig
                         d = 256, then FC 4096 -> FC 4096 -> FC (dropout 0.5)
     bcnn cbp            B-CNN (C^2 = 262144) and compact bilinear pooling
                         (D = 8192) of the 512 conv5_3 channels, no reduction
+  <mobile>_<head>       mobilenet_v2 shufflenet_v2 (1.0x; GCP_Optimization;
+                        last stride 2, 7 x 7 maps, for every head), with
+    gap                 GAP -> FC (MobileNetV2: dropout 0.2 before the FC)
+    isqrt               ReLU6 reduction to d = 256 -> iSQRT-COV -> FC
+                        (MobileNetV2: dropout 0.2 before the FC)
+    isqrt_d128          the same with d = 128 (mobilenet_v2 only: the
+                        reference has no ShuffleNetV2 with d = 128)
 
 `resnet_tiny` heads use d = 16. The configs of the papers' recipes and the
 checkpoint importer use these names; any other network is a ModelConfig.
@@ -152,6 +159,11 @@ VIT_HEADS.update({
                             ("deit_drop_tiny_test", 8, 2, 4))})
 
 
+# GCP_Optimization src/models: MobileNetV2{,_MPNCOV,_MPNCOV_128}.py and
+# ShuffleNetV2{,_MPNCOV}.py -> the d of their GCP variants.
+MOBILE_GCP_DIMS = {"mobilenet_v2": (256, 128), "shufflenet_v2": (256,)}
+
+
 def _published() -> dict[str, ModelConfig]:
   names = {}
   for backbone in RESNETS:
@@ -181,6 +193,11 @@ def _published() -> dict[str, ModelConfig]:
         head_options={**vit["head_options"],
                       **(REFERENCE_DROPCOV if ref else {})})
   names.update(VGG_NAMES)
+  for backbone, dims in MOBILE_GCP_DIMS.items():
+    names[f"{backbone}_gap"] = ModelConfig(backbone, "gap")
+    for dim in dims:
+      tail = "_d128" if dim == 128 else ""
+      names[f"{backbone}_isqrt{tail}"] = ModelConfig(backbone, "gcp", dim=dim)
   return names
 
 

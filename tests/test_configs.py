@@ -27,6 +27,9 @@ CONFIGS = [
     ("imagenet_deit", "deit_drop_base_dropcov"),
     ("finetune_fmpn", "cub"), ("finetune_fmpn", "cars"),
     ("finetune_fmpn_vgg", "cub"),
+    ("imagenet_mobile", "mobilenet_v2_isqrt,lrnorm"),
+    ("imagenet_mobile", "mobilenet_v2_gap,lradju"),
+    ("imagenet_mobile", "shufflenet_v2_isqrt,lrfast"),
 ]
 
 
@@ -160,3 +163,52 @@ def test_imagenet_gcp_schedules_equal_the_reference(mode, epochs, e_end,
   want = [0.1 * (1 - (epoch - 1) / (e_end - 1)) ** power
           for epoch in range(epochs)]
   np.testing.assert_allclose(got, want, rtol=3e-6)
+
+
+@pytest.mark.parametrize("arg,batch,lr,epochs", [
+    ("mobilenet_v2_isqrt,lrnorm", 96, 0.045, 90),
+    ("mobilenet_v2_gap,lrfast", 96, 0.06, 100),
+    ("mobilenet_v2_isqrt_d128,lradju", 192, 0.06, 150),
+    ("shufflenet_v2_isqrt,lrnorm", 1024, 0.5, 240),
+    ("shufflenet_v2_gap,lrfast", 1024, 0.5, 60),
+    ("shufflenet_v2_isqrt,lradju", 1024, 0.5, 100)])
+def test_mobile_recipes_equal_the_reference(arg, batch, lr, epochs):
+  """GCP_Optimization src/main.py (MobileNetV2) and src/main_shufflenet.py
+  (ShuffleNetV2): batch, lr, epochs, weight decay 4e-5, and the per-epoch
+  (MobileNetV2) or per-update (ShuffleNetV2) rate of their
+  `adjust_learning_rate`, transcribed."""
+  config = _load("imagenet_mobile", arg)
+  assert (config.data.global_batch_size, config.learning_rate,
+          config.num_epochs) == (batch, lr, epochs)
+  assert config.optimizer.weight_decay == 4e-5
+  assert config.optimizer.momentum == 0.9
+  assert config.init_scheme == ("mobilenet_v2" if arg.startswith("mobilenet")
+                                else "pytorch_default")
+  steps = 7
+  schedule = create_lr_schedule(config.schedule, config.learning_rate, steps,
+                                epochs)
+  got = np.asarray(jax.vmap(schedule)(jnp.arange(epochs * steps)))
+  mode = arg.split(",")[1]
+  want = []
+  for epoch in range(epochs):
+    for i in range(steps):
+      if arg.startswith("shufflenet"):
+        want.append(lr * (1 - (epoch * steps + i) / (steps * epochs)))
+      elif mode == "lrnorm":
+        want.append(lr * 0.98**epoch)
+      elif mode == "lrfast":
+        want.append(lr * 0.92**epoch)
+      elif epoch <= 50:
+        want.append(lr - (lr - 0.01) / 50 * epoch)
+      elif epoch <= 100:
+        want.append(0.01 - (0.01 - 0.001) / 50 * (epoch - 50))
+      else:
+        want.append(0.001 - (0.001 - 0.00001) / 50 * (epoch - 100))
+  np.testing.assert_allclose(got, want, rtol=2e-5, atol=lr * 2e-7)
+
+
+def test_mobile_config_names_its_choices():
+  with pytest.raises(ValueError, match="ARCH in mobilenet_v2_gap"):
+    _load("imagenet_mobile", "resnet50_isqrt,lrnorm")
+  with pytest.raises(ValueError, match="MODE in lrnorm"):
+    _load("imagenet_mobile", "shufflenet_v2_gap,lrslow")

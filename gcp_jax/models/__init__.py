@@ -1,4 +1,5 @@
-"""Flax Linen models: ResNet and ViT backbones with GAP / GCP / DropCov heads.
+"""Flax Linen models: ResNet, MobileNetV2, ShuffleNetV2 and ViT backbones
+with GAP / GCP / DropCov heads.
 
 Synopsis:
   from gcp_jax.models import ModelConfig, build_model, create_model

@@ -97,17 +97,22 @@ def _spatial_padding(kernel: int, padding: str):
 
 def conv(features: int, kernel: int, stride: int = 1, *, dtype: Dtype,
          name: str, precision: Precision = None,
-         padding: str = "pytorch", use_bias: bool = False) -> nn.Module:
+         padding: str = "pytorch", use_bias: bool = False,
+         groups: int = 1) -> nn.Module:
   """k x k convolution, without bias unless `use_bias` (then a `bias`
   parameter initialised to 0, as VGG's), padded as `padding` says (module
-  docstring; both pad nothing for k = 1). On the CPU a bias-free 1 x 1
-  kernel runs as `PointwiseConv` (`gcp_jax.backend`); the variables are the
-  same either way."""
-  if kernel == 1 and not use_bias and backend.pointwise_conv_as_dot():
+  docstring; both pad nothing for k = 1). `groups` is PyTorch's `groups`
+  (`groups = features = C_in`: a depthwise convolution, kernel (k, k, 1,
+  C)); kaiming fan-out is then k k features, as in PyTorch. On the CPU a
+  bias-free, ungrouped 1 x 1 kernel runs as `PointwiseConv`
+  (`gcp_jax.backend`); the variables are the same either way."""
+  if (kernel == 1 and not use_bias and groups == 1
+      and backend.pointwise_conv_as_dot()):
     return PointwiseConv(features, stride, dtype=dtype, precision=precision,
                          name=name)
   return nn.Conv(features, (kernel, kernel), (stride, stride),
                  padding=_spatial_padding(kernel, padding), use_bias=use_bias,
+                 feature_group_count=groups,
                  kernel_init=conv_kernel_init, dtype=dtype,
                  param_dtype=jnp.float32, precision=precision, name=name)
 

@@ -15,7 +15,11 @@ entry here (docs/extending.md).
 ResNets take `last_stride` from the head unless `backbone_options` sets it:
 2 for GAP (the classification ResNet), 1 for the second-order heads (a
 14 x 14 map at 224 px, as in iSQRT-COV and DropCov). Only backbones with a
-`last_stride` field get it: VGG has no strided convolution.
+`last_stride` field get it: VGG has no strided convolution. A backbone
+entry may fix it for every head instead (`Backbone.last_stride`: MobileNetV2 and
+ShuffleNetV2 keep 2, as GCP_Optimization's GCP variants do) and give the
+head fields its reference sets (`Backbone.head_defaults`, e.g. the ReLU6
+reduction block), which `head_options` override.
 """
 
 import dataclasses
@@ -27,8 +31,9 @@ from flax import linen as nn
 
 from gcp_jax import ops
 from gcp_jax.model_config import ModelConfig
-from gcp_jax.models import (dropcov_vit, heads, resnet, se_resnet,
-                            token_heads, vgg, vit)
+from gcp_jax.models import (dropcov_vit, heads, mobilenet_v2, resnet,
+                            se_resnet, shufflenet_v2, token_heads, vgg,
+                            vit)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,9 +59,15 @@ class Backbone:
   Attributes:
     module: callable(head=..., **fields) -> the Flax model.
     output: "map" (B, H, W, C) or "tokens" (B, 1 + N, D).
+    last_stride: the default `last_stride` for every head; None: the head's
+      (`Head.resnet_last_stride`).
+    head_defaults: (field, value) pairs given to any head that has the
+      field, unless `head_options` sets it.
   """
   module: Callable[..., nn.Module]
   output: str
+  last_stride: int | None = None
+  head_defaults: tuple[tuple[str, Any], ...] = ()
 
 
 def _resnet(stage_sizes: tuple[int, ...], block: type[nn.Module],
@@ -103,6 +114,15 @@ BACKBONES: dict[str, Backbone] = {
     # 64 px (4 x 4 tokens), 2 blocks of width 32: tests.
     "deit_drop_tiny_test": _dropcov_vit(image_size=64, embed_dim=32, depth=2,
                                         num_heads=2, mlp_ratio=2.5),
+    # GCP_Optimization src/models/MobileNetV2*.py, ShuffleNetV2*.py: no
+    # stride change for GCP (7 x 7 at 224 px), a ReLU6 reduction block, and
+    # (MobileNetV2) Dropout(0.2) before the FC of both heads.
+    "mobilenet_v2": Backbone(mobilenet_v2.MobileNetV2, "map", last_stride=2,
+                             head_defaults=(("activation", "relu6"),
+                                            ("dropout_rate", 0.2))),
+    "shufflenet_v2": Backbone(shufflenet_v2.ShuffleNetV2, "map",
+                              last_stride=2,
+                              head_defaults=(("activation", "relu6"),)),
 }
 
 
@@ -224,15 +244,21 @@ def build_model(config: ModelConfig, num_classes: int,
         f"{config.backbone!r} gives {backbone.output}: use one of "
         f"{', '.join(valid)}.")
   _check_options(head.module, dict(config.head_options), "head_options")
+  defaults = {k: v for k, v in backbone.head_defaults
+              if k in option_names(head.module)}
+  if defaults:
+    config = config.replace(
+        head_options={**defaults, **dict(config.head_options)})
   if runtime.rate_axis_name is not None and config.head != "dropcov":
     raise ValueError(f"A global DropCov rate (rate_axis_name) needs the "
                      f"'dropcov' head, not {config.head!r}.")
   fields = dict(config.backbone_options)
   _check_options(backbone.module, fields, "backbone_options")
   fields["dtype"] = runtime.dtype
-  if backbone.output == "map":
-    if "last_stride" in option_names(backbone.module):
-      fields.setdefault("last_stride", head.resnet_last_stride)
+  if backbone.output == "map" and "last_stride" in option_names(
+      backbone.module):
+    fields.setdefault("last_stride", backbone.last_stride
+                      or head.resnet_last_stride)
   # DeiT normalises with LayerNorm only; DropCov's tokenizer has BatchNorm.
   cls = getattr(backbone.module, "func", backbone.module)
   if "bn_axis_name" in {f.name for f in dataclasses.fields(cls)}:

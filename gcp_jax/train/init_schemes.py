@@ -14,7 +14,16 @@ are drawn:
                    0.01 x a standard normal truncated to [-2, 2];
                  dense biases                             0 (the seed's
                    `_fc(..., bias_init=0)`).
-               BatchNorm scale 1 and bias 0 are the same in both.
+               BatchNorm scale 1 and bias 0 are the same in all schemes.
+  "mobilenet_v2"  GCP_Optimization `src/models/MobileNetV2*.py`'s init loop:
+               convolutions as "module" (kaiming-normal fan-out), every
+               dense kernel N(0, 0.01), dense biases 0;
+  "pytorch_default"  PyTorch's own layer defaults, for references without
+               an init loop (GCP_Optimization `src/models/ShuffleNetV2*.py`):
+               every convolution kernel U(-b, b), b = 1 / sqrt(fan_in),
+               fan_in = k_h k_w C_in / groups (`kaiming_uniform_(a=sqrt(5))`;
+               the Flax kernel (k_h, k_w, C_in / groups, C_out)); dense
+               layers as "module" (PyTorch's Linear default already).
 
 `reinitialize(params, scheme, key)` returns new params; other leaves (ECA
 kernels, BatchNorm) keep their values.
@@ -26,7 +35,8 @@ import jax
 import jax.numpy as jnp
 from flax import traverse_util
 
-INIT_SCHEMES = ("module", "mindspore")
+INIT_SCHEMES = ("module", "mindspore", "mobilenet_v2", "pytorch_default")
+FC_NORMAL_STD = 0.01
 TRUNCATED_NORMAL_STD = 0.01
 
 
@@ -45,6 +55,13 @@ def truncated_normal(key: jax.Array, shape: tuple[int, ...]) -> jax.Array:
       key, -2.0, 2.0, shape, jnp.float32)
 
 
+def pytorch_conv_default(key: jax.Array, shape: tuple[int, ...]) -> jax.Array:
+  """U(-b, b), b = 1 / sqrt(k_h k_w C_in / groups), for a Flax conv kernel
+  (k_h, k_w, C_in / groups, C_out): PyTorch's Conv2d default."""
+  bound = 1.0 / (shape[0] * shape[1] * shape[2]) ** 0.5
+  return jax.random.uniform(key, shape, jnp.float32, -bound, bound)
+
+
 def reinitialize(params: Any, scheme: str, key: jax.Array) -> Any:
   """`params` (a Flax params tree) re-drawn as `scheme` says (module
   docstring); "module" returns them unchanged."""
@@ -59,11 +76,22 @@ def reinitialize(params: Any, scheme: str, key: jax.Array) -> Any:
   keys = jax.random.split(key, len(flat))
   out = {}
   for k, (path, leaf) in zip(keys, sorted(flat.items())):
-    if path[-1] == "kernel" and leaf.ndim == 4:
-      leaf = xavier_uniform(k, leaf.shape)
-    elif path[-1] == "kernel" and leaf.ndim == 2:
-      leaf = truncated_normal(k, leaf.shape)
-    elif path[-1] == "bias" and path[:-1] in dense_layers:
-      leaf = jnp.zeros_like(leaf)
+    conv, dense = (path[-1] == "kernel" and leaf.ndim == 4,
+                   path[-1] == "kernel" and leaf.ndim == 2)
+    dense_bias = path[-1] == "bias" and path[:-1] in dense_layers
+    if scheme == "mindspore":
+      if conv:
+        leaf = xavier_uniform(k, leaf.shape)
+      elif dense:
+        leaf = truncated_normal(k, leaf.shape)
+      elif dense_bias:
+        leaf = jnp.zeros_like(leaf)
+    elif scheme == "mobilenet_v2":
+      if dense:
+        leaf = FC_NORMAL_STD * jax.random.normal(k, leaf.shape, jnp.float32)
+      elif dense_bias:
+        leaf = jnp.zeros_like(leaf)
+    elif conv:                                   # pytorch_default
+      leaf = pytorch_conv_default(k, leaf.shape)
     out[path] = leaf
   return traverse_util.unflatten_dict(out)

@@ -16,8 +16,9 @@ from ml_collections import config_flags
 from configs.common import model_config
 from gcp_jax.model_config import ModelConfig, model_names, published_config
 from gcp_jax.models import Runtime, build_model, create_model
-from gcp_jax.models import (dropcov_vit, heads, resnet, se_resnet,
-                            token_heads, vgg, vit)
+from gcp_jax.models import (dropcov_vit, heads, mobilenet_v2, resnet,
+                            se_resnet, shufflenet_v2, token_heads, vgg,
+                            vit)
 from gcp_jax.train import loop
 from gcp_jax.errors import ConfigError
 
@@ -57,6 +58,11 @@ VGG_HEADS = {
     "bcnn": heads.GCPHead(NUM_CLASSES, 256, "bcnn", reduce=False),
     "cbp": heads.GCPHead(NUM_CLASSES, 256, "cbp", reduce=False),
 }
+# GCP_Optimization mobile networks: the module and the classifier dropout of
+# the reference (MobileNetV2 `Dropout(0.2)`, ShuffleNetV2 none); both keep
+# stride 2 and use a ReLU6 reduction block.
+MOBILE = {"mobilenet_v2": (mobilenet_v2.MobileNetV2, 0.2),
+          "shufflenet_v2": (shufflenet_v2.ShuffleNetV2, 0.0)}
 
 
 def _direct(name: str):
@@ -84,6 +90,16 @@ def _direct(name: str):
             NUM_CLASSES, num_heads=num_heads, head_dim=head_dim,
             projections=3, centering="scalar", linear_init="timm")
       return dropcov_vit.DropCovViT(head=head, **DROP_VITS[arch])
+  for arch, (module, rate) in MOBILE.items():
+    if name.startswith(arch + "_"):
+      head_name = name[len(arch) + 1:]
+      if head_name == "gap":
+        head = heads.GAPHead(NUM_CLASSES, dropout_rate=rate)
+      else:
+        dim = 128 if head_name == "isqrt_d128" else 256
+        head = heads.GCPHead(NUM_CLASSES, dim, "isqrt", (("num_iters", 5),),
+                             activation="relu6", dropout_rate=rate)
+      return module(head=head, last_stride=2)
   for arch, fields in VITS.items():
     if name.startswith(arch + "_"):
       head_name = name[len(arch) + 1:]
@@ -122,7 +138,7 @@ def test_published_name_is_the_directly_built_module(name):
 
 
 def test_published_names_cover_every_depth_and_head():
-  assert len(model_names()) == 6 * 8 + 5 * 7 + 3 + 3 * 3 + 4 + 4 * 3
+  assert len(model_names()) == 6 * 8 + 5 * 7 + 3 + 3 * 3 + 4 + 4 * 3 + 5
 
 
 def _shapes(model, size=16):
