@@ -122,27 +122,30 @@ def strip_data_parallel(name: str) -> str:
   return ".".join(p for p in name.split(".") if p != "module")
 
 
-def _fmpn_newmodel(name: str) -> str:
-  """fast-MPN-COV `Newmodel` names -> canonical (others unchanged)."""
-  match = re.match(r"^features\.(\d+)\.(.*)$", name)
-  if match and match.group(1) in FMPN_FEATURES:
-    return f"{FMPN_FEATURES[match.group(1)]}.{match.group(2)}"
+def _indexed(name: str, prefix: str, table: Mapping[str, str]) -> str | None:
+  """`prefix.{k}.rest` -> `table[k].rest`; None if the name is not so."""
+  match = re.match(rf"^{prefix}\.(\d+)\.(.*)$", name)
+  if match and match.group(1) in table:
+    return f"{table[match.group(1)]}.{match.group(2)}"
+  return None
+
+
+def _fmpn_renamed(name: str) -> str:
   for pattern, repl in FMPN_RENAMES:
     name = re.sub(pattern, repl, name)
   return name
+
+
+def _fmpn_newmodel(name: str) -> str:
+  """fast-MPN-COV `Newmodel` names -> canonical (others unchanged)."""
+  return _indexed(name, "features", FMPN_FEATURES) or _fmpn_renamed(name)
 
 
 def _fmpn_vgg(name: str) -> str:
   """fast-MPN-COV VGG-16-BN names -> canonical (others unchanged)."""
-  match = re.match(r"^features\.(\d+)\.(.*)$", name)
-  if match and match.group(1) in VGG16_FEATURES:
-    return f"{VGG16_FEATURES[match.group(1)]}.{match.group(2)}"
-  match = re.match(r"^classifier\.(\d+)\.(.*)$", name)
-  if match and match.group(1) in VGG_CLASSIFIER:
-    return f"{VGG_CLASSIFIER[match.group(1)]}.{match.group(2)}"
-  for pattern, repl in FMPN_RENAMES:
-    name = re.sub(pattern, repl, name)
-  return name
+  return (_indexed(name, "features", VGG16_FEATURES)
+          or _indexed(name, "classifier", VGG_CLASSIFIER)
+          or _fmpn_renamed(name))
 
 
 def _is_vgg(names: Sequence[str]) -> bool:

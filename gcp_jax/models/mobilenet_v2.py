@@ -42,6 +42,7 @@ import jax.numpy as jnp
 from flax import linen as nn
 
 from gcp_jax.models import layers
+from gcp_jax.models.split import StemSplit
 
 Dtype = Any
 
@@ -106,7 +107,7 @@ class InvertedResidual(nn.Module):
     return y
 
 
-class MobileNetV2(nn.Module):
+class MobileNetV2(StemSplit):
   """MobileNetV2 backbone + head (module docstring).
 
   Attributes:
@@ -145,12 +146,6 @@ class MobileNetV2(nn.Module):
         int(LAST_CHANNELS * max(1.0, self.width_mult)), 1, dtype=self.dtype,
         bn_axis_name=self.bn_axis_name, name="conv_last")
 
-  def stem(self, x: jax.Array, train: bool) -> jax.Array:
-    """(B, H, W, 3) images -> stem output (B, H/2, W/2, 32 width_mult)."""
-    h = self.stem_block(x.astype(self.dtype), train)
-    self.sow("intermediates", "stem_out", h)
-    return h
-
   def from_stem(self, h: jax.Array, train: bool) -> jax.Array:
     """Stem output -> logits (B, num_classes), float32."""
     for block in self.blocks:
@@ -158,7 +153,3 @@ class MobileNetV2(nn.Module):
     h = self.conv_last(h, train)
     self.sow("intermediates", "features_out", h)
     return self.head(h, train)
-
-  def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-    """(B, H, W, 3) images -> (B, num_classes) float32 logits."""
-    return self.from_stem(self.stem(x, train), train)

@@ -26,6 +26,7 @@ import jax.numpy as jnp
 from flax import linen as nn
 
 from gcp_jax.models import layers
+from gcp_jax.models.split import StemSplit
 
 Dtype = Any
 
@@ -133,7 +134,7 @@ class ResNetStem(nn.Module):
     return x if self.small_input else layers.max_pool_3x3_s2(x, self.padding)
 
 
-class ResNet(nn.Module):
+class ResNet(StemSplit):
   """ResNet backbone + head.
 
   Attributes:
@@ -179,19 +180,9 @@ class ResNet(nn.Module):
                     self.bn_axis_name, block_options, name=f"layer{i + 1}")
         for i, (n, s) in enumerate(zip(self.stage_sizes, strides))]
 
-  def stem(self, x: jax.Array, train: bool) -> jax.Array:
-    """(B, H, W, 3) images -> stem output (B, H/4, W/4, width)."""
-    h = self.stem_block(x, train)
-    self.sow("intermediates", "stem_out", h)
-    return h
-
   def from_stem(self, h: jax.Array, train: bool) -> jax.Array:
     """Stem output -> logits (B, num_classes), float32."""
     for i, stage in enumerate(self.stages):
       h = stage(h, train)
       self.sow("intermediates", f"layer{i + 1}_out", h)
     return self.head(h, train)
-
-  def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-    """(B, H, W, 3) images -> (B, num_classes) float32 logits."""
-    return self.from_stem(self.stem(x, train), train)

@@ -32,6 +32,7 @@ import jax.numpy as jnp
 from flax import linen as nn
 
 from gcp_jax.models import layers
+from gcp_jax.models.split import StemSplit
 
 Dtype = Any
 SE_REDUCTION = 4
@@ -133,7 +134,7 @@ class SEResNetStem(nn.Module):
     return layers.max_pool_3x3_s2(x, self.padding)
 
 
-class SEResNet(nn.Module):
+class SEResNet(StemSplit):
   """SE-ResNet backbone + head (module docstring).
 
   Attributes:
@@ -163,19 +164,9 @@ class SEResNet(nn.Module):
                 self.bn_axis_name, self.padding, name=f"layer{i + 1}")
         for i, (n, stride) in enumerate(zip(self.stage_sizes, strides))]
 
-  def stem(self, x: jax.Array, train: bool) -> jax.Array:
-    """(B, H, W, 3) images -> stem output (B, H/4, W/4, width)."""
-    h = self.stem_block(x, train)
-    self.sow("intermediates", "stem_out", h)
-    return h
-
   def from_stem(self, h: jax.Array, train: bool) -> jax.Array:
     """Stem output -> logits (B, num_classes), float32."""
     for i, stage in enumerate(self.stages):
       h = stage(h, train)
       self.sow("intermediates", f"layer{i + 1}_out", h)
     return self.head(h, train)
-
-  def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-    """(B, H, W, 3) images -> (B, num_classes) float32 logits."""
-    return self.from_stem(self.stem(x, train), train)

@@ -38,6 +38,7 @@ import jax.numpy as jnp
 from flax import linen as nn
 
 from gcp_jax.models import layers
+from gcp_jax.models.split import StemSplit
 
 Dtype = Any
 
@@ -138,7 +139,7 @@ class ConvBNReLU(nn.Module):
     return layers.max_pool_3x3_s2(x) if self.max_pool else x
 
 
-class ShuffleNetV2(nn.Module):
+class ShuffleNetV2(StemSplit):
   """ShuffleNetV2 backbone + head (module docstring).
 
   Attributes:
@@ -176,12 +177,6 @@ class ShuffleNetV2(nn.Module):
     self.conv5 = ConvBNReLU(channels[4], 1, dtype=self.dtype,
                             bn_axis_name=self.bn_axis_name, name="conv5")
 
-  def stem(self, x: jax.Array, train: bool) -> jax.Array:
-    """(B, H, W, 3) images -> stem output (B, H/4, W/4, 24)."""
-    h = self.stem_block(x.astype(self.dtype), train)
-    self.sow("intermediates", "stem_out", h)
-    return h
-
   def from_stem(self, h: jax.Array, train: bool) -> jax.Array:
     """Stem output -> logits (B, num_classes), float32."""
     for stage in self.stages:
@@ -189,7 +184,3 @@ class ShuffleNetV2(nn.Module):
     h = self.conv5(h, train)
     self.sow("intermediates", "features_out", h)
     return self.head(h, train)
-
-  def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-    """(B, H, W, 3) images -> (B, num_classes) float32 logits."""
-    return self.from_stem(self.stem(x, train), train)

@@ -76,6 +76,16 @@ def test_reference_preset_numbers():
   assert _count(params["params"]) == tokenizer + d + 12 * block + 2 * d + head
 
 
+def _assert_same_logits(torch_model, model, variables, x) -> None:
+  """Eval-mode logits of both on NHWC `x` agree to 1e-4 (relative)."""
+  with torch.no_grad():
+    want = torch_model(torch.from_numpy(x.transpose(0, 3, 1, 2))).numpy()
+  got = np.asarray(jax.jit(lambda v, x: model.apply(v, x, False))(
+      variables, x))
+  np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * np.abs(
+      want).max())
+
+
 @pytest.mark.parametrize("size", [64, 112])
 def test_logits_equal_the_torch_reference(size, tmp_path):
   """Imported weights, eval mode, float32: the same logits (rtol 1e-4).
@@ -86,12 +96,7 @@ def test_logits_equal_the_torch_reference(size, tmp_path):
   variables = _import(torch_model, model, size, tmp_path / "ref.pth.tar")
   x = np.random.default_rng(0).standard_normal((2, size, size, 3))
   x = x.astype(np.float32)
-  with torch.no_grad():
-    want = torch_model(torch.from_numpy(x.transpose(0, 3, 1, 2))).numpy()
-  got = np.asarray(jax.jit(lambda v, x: model.apply(v, x, False))(
-      variables, x))
-  np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * np.abs(
-      want).max())
+  _assert_same_logits(torch_model, model, variables, x)
 
 
 def test_backbone_facts():
@@ -179,12 +184,7 @@ def test_full_tiny_preset_at_224_equals_the_torch_reference(tmp_path):
   variables = _import(torch_model, model, 224, tmp_path / "tiny.pth.tar")
   x = np.random.default_rng(4).standard_normal((2, 224, 224, 3))
   x = x.astype(np.float32)
-  with torch.no_grad():
-    want = torch_model(torch.from_numpy(x.transpose(0, 3, 1, 2))).numpy()
-  got = np.asarray(jax.jit(lambda v, x: model.apply(v, x, False))(
-      variables, x))
-  np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * np.abs(
-      want).max())
+  _assert_same_logits(torch_model, model, variables, x)
 
 
 def test_bfloat16_backbone():
