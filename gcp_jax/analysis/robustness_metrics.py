@@ -1,7 +1,7 @@
 """Corruption robustness metrics of ImageNet-C and ImageNet-P (Hendrycks &
 Dietterich, "Benchmarking Neural Network Robustness to Common Corruptions
-and Perturbations", ICLR 2019), in plain numpy. docs/method.md, 'Corruption
-robustness' has the equations.
+and Perturbations", ICLR 2019), in plain numpy; the equations are in
+docs/method.md §12.
 
 Synopsis:
   errors = {"gaussian_noise": {1: 0.31, 2: 0.40, ...}, ...}  # top-1 error
