@@ -153,9 +153,9 @@ def run_robustness(config: ml_collections.ConfigDict, workdir: str,
     'summary'}.
   """
   from gcp_jax.data.corruptions import check_corruption_names
-  from gcp_jax.data.robustness import create_robustness_data
   cells = cells_of(config.robustness)
   check_corruption_names([c for c, _ in cells], [s for _, s in cells])
+  from gcp_jax.data.robustness import create_robustness_data  # TensorFlow
   restored = restore_for_eval(config, workdir)
   data = create_robustness_data(
       config.robustness, config.data,
