@@ -154,3 +154,23 @@ def test_bad_input_stops_before_writing(trained, first_run, robust, error,
     robustness.run_robustness(config, workdir, stream=io.StringIO())
   assert {p: os.path.getmtime(os.path.join(workdir, p))
           for p in _listing(workdir)} == before
+
+
+def test_init_from_pytorch_file_gives_the_workdirs_errors(trained, first_run,
+                                                           tmp_path):
+  """The trained run exported to a PyTorch file and evaluated with
+  --init_from in a fresh workdir: the same cells, the same errors."""
+  pytest.importorskip("torch")
+  from gcp_jax.train import restore
+  config, workdir = trained
+  results, _ = first_run
+  path = restore.export_pytorch(config, workdir)
+  imported = _config(config.data.data_dir, severities=(3,),
+                     corruptions=("fog",))
+  imported.init_from = path
+  again = robustness.run_robustness(imported, str(tmp_path / "imported"),
+                                    stream=io.StringIO())
+  assert again["settings"]["init_from"] == path
+  assert again["cells"]["fog/3"]["error"] == pytest.approx(
+      results["cells"]["fog/3"]["error"])
+  assert again["clean"]["error"] == pytest.approx(results["clean"]["error"])
