@@ -116,7 +116,8 @@ def library():
   except ImportError as error:
     raise DataError(
         f"On-the-fly corruption needs the imagecorruptions package "
-        f"({error}); pip install -r requirements.txt.") from error
+        f"({error}); pip install -r requirements.txt or -e "
+        f"'.[robustness]'.") from error
   if not isinstance(module.np, _NumpyWithFloat_) and not hasattr(
       module.np, "float_"):
     module.np = _NumpyWithFloat_("numpy")
