@@ -13,8 +13,8 @@ state_dict in fast-MPN-COV naming (WORKDIR/pytorch_state_dict.pth);
 `summary` prints parameters per module and forward FLOPs; `probe` runs the
 second-order descriptor probe (configs/digits_probe.py); `robustness`
 evaluates the workdir's checkpoint (or `--init_from`) on the ImageNet-C
-corruptions (`--config.robustness.*`; WORKDIR/robustness/). Config keys are locked: an
-unknown `--config.key` is an error. Several hosts: pass
+corruptions (`--config.robustness.*`; WORKDIR/robustness/). Config keys
+are locked: an unknown `--config.key` is an error. Several hosts: pass
 `--coordinator_address=HOST:PORT --num_processes=N --process_id=I` (or set
 them in the environment as `jax.distributed.initialize` documents).
 
