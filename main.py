@@ -143,11 +143,16 @@ def main(argv: list[str]) -> None:
       _write_json(os.path.join(workdir, "eval_results.json"), metrics)
     print(json.dumps(metrics))
   elif FLAGS.mode == "robustness":
-    from gcp_jax.train.robustness import run_robustness
-    results = run_robustness(config, workdir)
+    from gcp_jax.train import robustness
+    if config.robustness.source == "imagenet_p":
+      results = robustness.run_perturbations(config, workdir)
+      summary = {k: results[k] for k in ("mean_fp", "mean_t5d")}
+    else:
+      results = robustness.run_robustness(config, workdir)
+      summary = {k: results["summary"][k] for k in
+                 ("clean_error", "mce", "relative_mce")}
     if jax.process_index() == 0:
-      print(json.dumps({k: results["summary"][k] for k in
-                        ("clean_error", "mce", "relative_mce")}))
+      print(json.dumps(summary))
   else:
     from gcp_jax.train.loop import train_and_evaluate
     result = train_and_evaluate(config, workdir)

@@ -57,7 +57,11 @@ Fields (all overridable with --config.KEY=VALUE; unknown keys are errors):
                         (add the 4 extra ones), severities (1..5), seed (of
                         the on-the-fly corruption and of the subset),
                         max_images_per_cell (0 = all; else that many images
-                        drawn with seed, the same in every cell)
+                        drawn with seed, the same in every cell);
+                        source "imagenet_p": ImageNet-P videos in data_dir
+                        (PERTURBATION/CLASS/VIDEO.mp4), the `perturbations`
+                        (default the 10), flip probability and top-5
+                        distance (max_images_per_cell: videos)
   log_every_steps, eval_every_epochs, checkpoint_every_epochs,
   keep_checkpoints      reporting and checkpoint cadence
   seed                  initialisation, dropout and data order
@@ -117,7 +121,10 @@ def base_config() -> ml_collections.ConfigDict:
                       "contrast", "elastic_transform", "pixelate",
                       "jpeg_compression"),
       "include_extra": False, "severities": (1, 2, 3, 4, 5), "seed": 0,
-      "max_images_per_cell": 0})
+      "max_images_per_cell": 0,
+      "perturbations": ("gaussian_noise", "shot_noise", "motion_blur",
+                        "zoom_blur", "snow", "brightness", "translate",
+                        "rotate", "tilt", "scale")})
   config.log_every_steps = 100
   config.eval_every_epochs = 1
   config.checkpoint_every_epochs = 1

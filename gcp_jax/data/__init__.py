@@ -16,6 +16,7 @@
   robustness.py  corrupted evaluation batches per (corruption, severity):
                  on the fly, the ImageNet-C folders, tfds
                  imagenet2012_corrupted
+  perturbations.py ImageNet-P sequences from the released videos (OpenCV)
   tensorflow_cpu TensorFlow, imported once with every GPU hidden from it;
                  the library's only `import tensorflow`
 """

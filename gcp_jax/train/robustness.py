@@ -20,6 +20,9 @@ padded batches masked out of the counts). Files, in WORKDIR/robustness/:
   results.csv   one row per cell: corruption, severity, error, top1, top5,
                 count (the clean pass as corruption "clean", severity 0).
   errors.png    top-1 error against severity, one line per corruption.
+`run_perturbations` (source "imagenet_p") does the same for ImageNet-P:
+flip probability and top-5 distance per perturbation, resumable, in
+WORKDIR/robustness/perturbations.json.
 Bad input (unknown corruption or severity, missing folder or severity,
 classes other than the checkpoint's, a results file of other settings)
 stops with one line before anything is written.
@@ -221,5 +224,117 @@ def run_robustness(config: ml_collections.ConfigDict, workdir: str,
     reporter.message(f"mCE {summary['mce']:.4f}, relative mCE "
                      f"{summary['relative_mce']:.4f}, clean error "
                      f"{summary['clean_error']:.4f}")
+  reporter.close()
+  return results
+
+
+# ImageNet-P ------------------------------------------------------------------
+
+def make_logits_step(model, mesh):
+  """Compiled data-parallel logits of a (global) batch of images."""
+  from jax.sharding import PartitionSpec as P
+  from gcp_jax import backend
+  from gcp_jax.parallel import DATA_AXIS
+  from gcp_jax.train.steps import view_averaged_logits
+
+  def per_device(state, images):
+    return view_averaged_logits(model, state.variables(), images)
+  return backend.jit(jax.shard_map(per_device, mesh=mesh,
+                                   in_specs=(P(), P(DATA_AXIS)),
+                                   out_specs=P(DATA_AXIS)))
+
+
+def _frame_logits(step, state, mesh, frames: np.ndarray,
+                  batch_size: int) -> np.ndarray:
+  """Logits (n, classes) of n frames, in global batches of `batch_size`
+  (the last one padded); every process passes the same frames and feeds
+  its slice of each batch."""
+  from jax.experimental import multihost_utils
+  from gcp_jax import parallel
+  n = len(frames)
+  local = batch_size // jax.process_count()
+  first = jax.process_index() * local
+  out = []
+  for start in range(0, n, batch_size):
+    chunk = frames[start:start + batch_size]
+    padded = np.zeros((batch_size,) + frames.shape[1:], np.float32)
+    padded[:len(chunk)] = chunk
+    batch = parallel.host_batch_to_global(
+        mesh, {"image": padded[first:first + local]})
+    logits = multihost_utils.process_allgather(step(state, batch["image"]),
+                                               tiled=True)
+    out.append(np.asarray(logits)[:len(chunk)])
+  return np.concatenate(out)
+
+
+def run_perturbations(config: ml_collections.ConfigDict, workdir: str,
+                      stream=sys.stdout) -> dict:
+  """ImageNet-P stability of the checkpoint (`robustness.source =
+  "imagenet_p"`, videos in `robustness.data_dir`): flip probability and
+  top-5 distance per perturbation (docs/method.md §12.3), unnormalised,
+  in WORKDIR/robustness/perturbations.json, written after each
+  perturbation; a rerun skips the finished ones.
+
+  Returns:
+    {'settings', 'perturbations': {name: {'fp', 't5d', 'sequences',
+    'frames'}}, 'mean_fp', 'mean_t5d'}.
+  """
+  from gcp_jax.data import perturbations as imagenet_p
+  r = config.robustness
+  names = list(r.perturbations)
+  if not r.data_dir:
+    raise ConfigError("robustness.source='imagenet_p' needs "
+                      "robustness.data_dir, the ImageNet-P folder holding "
+                      "PERTURBATION/CLASS/VIDEO.mp4.")
+  root = os.path.expanduser(r.data_dir)
+  restored = restore_for_eval(config, workdir)
+  class_names = restored.datasets.info.class_names
+  imagenet_p.check_perturbation_dir(root, names, class_names)
+  directory = os.path.join(workdir, RESULTS_DIR)
+  path = os.path.join(directory, "perturbations.json")
+  saved = _load(path, _settings(config, restored.origin))
+  results = {"settings": saved["settings"],
+             "perturbations": saved.get("perturbations", {})}
+  writer = jax.process_index() == 0
+
+  def save():
+    if writer:
+      os.makedirs(directory, exist_ok=True)
+      atomic_write_bytes(path, json.dumps(results, indent=1).encode())
+
+  step = make_logits_step(restored.model, restored.mesh)
+  done = sum(n in results["perturbations"] for n in names)
+  reporter = Reporter(workdir, len(names), enabled=writer, stream=stream)
+  reporter.message(f"perturbations: {len(names)}, {done} already in {path}")
+  reporter.progress(done, {})
+  for name in names:
+    if name in results["perturbations"]:
+      continue
+    logits = [
+        _frame_logits(step, restored.state, restored.mesh, frames,
+                      config.data.eval_batch_size)
+        for frames, _ in imagenet_p.sequences(
+            root, name, class_names, image_size=config.data.image_size,
+            limit=r.max_images_per_cell, seed=r.seed)]
+    lengths = {len(x) for x in logits}
+    if len(lengths) != 1:
+      raise ValueError(f"The {name} videos have different lengths "
+                       f"{sorted(lengths)}; ImageNet-P sequences of one "
+                       f"perturbation have equal lengths.")
+    logits = np.stack(logits)
+    noise = name in imagenet_p.NOISE_PERTURBATIONS
+    results["perturbations"][name] = {
+        "fp": robustness_metrics.flip_probability(logits.argmax(-1), noise),
+        "t5d": robustness_metrics.top5_distance(logits, noise),
+        "sequences": int(logits.shape[0]), "frames": int(logits.shape[1])}
+    save()
+    done += 1
+    reporter.progress(done, {"fp": results["perturbations"][name]["fp"]})
+  finished = {n: results["perturbations"][n] for n in names}
+  results["mean_fp"] = robustness_metrics.mean_over_perturbations(
+      {n: v["fp"] for n, v in finished.items()})
+  results["mean_t5d"] = robustness_metrics.mean_over_perturbations(
+      {n: v["t5d"] for n, v in finished.items()})
+  save()
   reporter.close()
   return results

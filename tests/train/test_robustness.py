@@ -7,6 +7,7 @@ import io
 import json
 import os
 
+import jax
 import numpy as np
 import pytest
 
@@ -174,3 +175,94 @@ def test_init_from_pytorch_file_gives_the_workdirs_errors(trained, first_run,
   assert again["cells"]["fog/3"]["error"] == pytest.approx(
       results["cells"]["fog/3"]["error"])
   assert again["clean"]["error"] == pytest.approx(results["clean"]["error"])
+
+
+@pytest.fixture(scope="module")
+def imagenet_p(trained, tmp_path_factory):
+  """A tiny ImageNet-P tree: PERTURBATION/CLASS/0.mp4 for the 10 digit
+  classes, 5 frames of a 32 px val digit, brightness ramps and noise."""
+  import cv2
+  from gcp_jax.data.sources import FolderSource
+  config, _ = trained
+  root = tmp_path_factory.mktemp("imagenet_p")
+  source = FolderSource(os.path.join(config.data.data_dir), process_index=0,
+                        process_count=1, global_batch_size=1)
+  paths, labels = source.eval_files()
+  rng = np.random.default_rng(0)
+  for name in ("brightness", "gaussian_noise"):
+    for c in range(10):
+      image = np.asarray(__import__("PIL.Image").Image.open(
+          paths[np.flatnonzero(labels == c)[0]]).convert("RGB").resize(
+              (32, 32)), np.float32)
+      folder = root / name / str(c)
+      folder.mkdir(parents=True)
+      video = cv2.VideoWriter(str(folder / "0.mp4"),
+                              cv2.VideoWriter_fourcc(*"mp4v"), 10, (32, 32))
+      for k in range(5):
+        frame = (image * (1 - 0.15 * k) if name == "brightness"
+                 else image + rng.normal(0, 40, image.shape))
+        video.write(np.uint8(np.clip(frame, 0, 255))[..., ::-1].copy())
+      video.release()
+  return root
+
+
+def test_imagenet_p_matches_unsharded_logits_and_resumes(trained,
+                                                         imagenet_p,
+                                                         tmp_path):
+  from gcp_jax.analysis import robustness_metrics as rm
+  from gcp_jax.data import perturbations
+  from gcp_jax.train import restore
+  from gcp_jax.train.steps import view_averaged_logits
+  config, workdir = trained
+  config = _config(config.data.data_dir, source="imagenet_p",
+                   data_dir=str(imagenet_p),
+                   perturbations=("brightness", "gaussian_noise"))
+  config.data.eval_batch_size = 4     # 5 frames: 2 batches, 3 padded
+  results = robustness.run_perturbations(config, workdir,
+                                         stream=io.StringIO())
+  restored = restore.restore_for_eval(config, workdir)
+  variables = jax.device_get(restored.state.variables())
+  for name, noise in (("brightness", False), ("gaussian_noise", True)):
+    logits = np.stack([
+        np.asarray(view_averaged_logits(restored.model, variables, frames))
+        for frames, _ in perturbations.sequences(
+            str(imagenet_p), name, tuple(str(i) for i in range(10)),
+            image_size=32)])
+    got = results["perturbations"][name]
+    assert (got["sequences"], got["frames"]) == (10, 5)
+    assert got["fp"] == pytest.approx(
+        rm.flip_probability(logits.argmax(-1), noise))
+    assert got["t5d"] == pytest.approx(rm.top5_distance(logits, noise))
+  # Not vacuous: the noise moves the rankings.
+  assert results["perturbations"]["gaussian_noise"]["t5d"] > 0
+  assert results["mean_fp"] == pytest.approx(np.mean(
+      [v["fp"] for v in results["perturbations"].values()]))
+  # Resume: a finished perturbation is not read again.
+  read = []
+  real = perturbations.sequences
+
+  def counting(root, name, *args, **kwargs):
+    read.append(name)
+    return real(root, name, *args, **kwargs)
+  path = os.path.join(workdir, "robustness", "perturbations.json")
+  saved = json.load(open(path))
+  del saved["perturbations"]["gaussian_noise"]
+  json.dump(saved, open(path, "w"))
+  import unittest.mock
+  with unittest.mock.patch.object(perturbations, "sequences", counting):
+    again = robustness.run_perturbations(config, workdir,
+                                         stream=io.StringIO())
+  assert read == ["gaussian_noise"]
+  assert again["perturbations"] == results["perturbations"]
+
+
+def test_imagenet_p_bad_folder_is_one_line_before_writing(trained,
+                                                          imagenet_p):
+  config, workdir = trained
+  config = _config(config.data.data_dir, source="imagenet_p",
+                   data_dir=str(imagenet_p), perturbations=("rotate",))
+  before = _listing(workdir)
+  with pytest.raises(DataError, match=r"Perturbation folder .*rotate does "
+                                      r"not exist"):
+    robustness.run_perturbations(config, workdir, stream=io.StringIO())
+  assert _listing(workdir) == before
