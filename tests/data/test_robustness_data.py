@@ -1,6 +1,9 @@
 """The corrupted-image sources of the robustness evaluation: the released
-ImageNet-C folder layout on a small generated tree, and the tfds config
-names (offline: no tfds data set is built here)."""
+ImageNet-C folder layout on a small generated tree; tfds
+imagenet2012_corrupted offline: the config names, the unprepared error, and
+the read path through a stand-in builder (no real tfds data set is built
+here, so tfds' own reading of a prepared imagenet2012_corrupted is not
+exercised)."""
 
 import os
 
@@ -132,3 +135,58 @@ def test_tfds_source_unprepared_is_a_one_line_error(tmp_path):
   with pytest.raises(DataError, match=r"imagenet2012_corrupted/fog_2 is not "
                                       r"prepared"):
     data.check([("fog", 2)])
+
+
+class _FakeBuilder:
+  """Stands in for tfds.builder('imagenet2012_corrupted/NAME_S'): 5
+  encoded PNGs whose value encodes (severity, index), labels i % 3."""
+
+  def __init__(self, name):
+    import io as _io
+    import types
+    self.name = name
+    severity = int(name.rsplit("_", 1)[1])
+    self.images = []
+    for i in range(5):
+      buffer = _io.BytesIO()
+      Image.fromarray(np.full((40, 36, 3), 50 * severity + 10 * i,
+                              np.uint8)).save(buffer, format="PNG")
+      self.images.append(buffer.getvalue())
+    label = types.SimpleNamespace(names=list(CLASSES))
+    split = types.SimpleNamespace(num_examples=5)
+    self.info = types.SimpleNamespace(features={"label": label},
+                                      splits={"validation": split})
+
+  def is_prepared(self):
+    return True
+
+  def as_dataset(self, split, decoders=None, read_config=None):
+    from gcp_jax.data.tensorflow_cpu import tf
+    assert split == "validation"
+    return tf.data.Dataset.from_tensor_slices({
+        "image": self.images, "label": np.arange(5) % 3})
+
+
+def test_tfds_source_reads_the_config_of_each_cell(monkeypatch):
+  import tensorflow_datasets as tfds
+  built = []
+
+  def fake_builder(name, data_dir=None):
+    built.append(name)
+    return _FakeBuilder(name)
+  monkeypatch.setattr(tfds, "builder", fake_builder)
+  data = robustness.create_robustness_data(
+      _robust("", source="tfds", max_images_per_cell=4), _data_config(),
+      class_names=CLASSES)
+  data.check([("fog", 2)])
+  assert built == ["imagenet2012_corrupted/fog_2"]
+  assert data.num_images("fog", 2) == 4
+  _, labels, pixels = _images(data, "fog", 2)
+  keep = np.sort(np.random.default_rng(0).permutation(5)[:4])
+  assert labels.tolist() == (keep % 3).tolist()
+  assert pixels.tolist() == (100 + 10 * keep).tolist()
+  # The other class list of a checkpoint is a one-line error.
+  other = robustness.create_robustness_data(
+      _robust("", source="tfds"), _data_config(), class_names=CLASSES[:2])
+  with pytest.raises(DataError, match="do not match the checkpoint's 2"):
+    other.check([("fog", 2)])
