@@ -1,7 +1,8 @@
 """gcp-jax entry point.
 
   python main.py --config configs/X.py --workdir DIR [--config.key=value ...]
-         [--mode=train|eval|export|summary|probe] [--init_from=PATH]
+         [--mode=train|eval|export|summary|probe|robustness]
+         [--init_from=PATH]
          [--init_from_ignore=REGEX,...]
 
 `train` (default) trains and evaluates with automatic resume from the
@@ -10,8 +11,10 @@ checkpoint); `eval` evaluates the workdir's latest checkpoint, or the
 `--init_from` file; `export` writes the latest checkpoint as a PyTorch
 state_dict in fast-MPN-COV naming (WORKDIR/pytorch_state_dict.pth);
 `summary` prints parameters per module and forward FLOPs; `probe` runs the
-second-order descriptor probe (configs/digits_probe.py). Config keys are locked: an
-unknown `--config.key` is an error. Several hosts: pass
+second-order descriptor probe (configs/digits_probe.py); `robustness`
+evaluates the workdir's checkpoint (or `--init_from`) on the ImageNet-C
+corruptions (`--config.robustness.*`; WORKDIR/robustness/). Config keys
+are locked: an unknown `--config.key` is an error. Several hosts: pass
 `--coordinator_address=HOST:PORT --num_processes=N --process_id=I` (or set
 them in the environment as `jax.distributed.initialize` documents).
 
@@ -35,7 +38,8 @@ config_flags.DEFINE_config_file(
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and "
                     "results.")
 flags.DEFINE_enum("mode", "train",
-                  ["train", "eval", "summary", "probe", "export"],
+                  ["train", "eval", "summary", "probe", "export",
+                   "robustness"],
                   "What to run.")
 flags.DEFINE_string("init_from", None, "Shorthand for --config.init_from: a "
                     "PyTorch / MindSpore checkpoint to start from (train) or "
@@ -138,6 +142,17 @@ def main(argv: list[str]) -> None:
     if jax.process_index() == 0:
       _write_json(os.path.join(workdir, "eval_results.json"), metrics)
     print(json.dumps(metrics))
+  elif FLAGS.mode == "robustness":
+    from gcp_jax.train import robustness
+    if config.robustness.source == "imagenet_p":
+      results = robustness.run_perturbations(config, workdir)
+      summary = {k: results[k] for k in ("mean_fp", "mean_t5d")}
+    else:
+      results = robustness.run_robustness(config, workdir)
+      summary = {k: results["summary"][k] for k in
+                 ("clean_error", "mce", "relative_mce")}
+    if jax.process_index() == 0:
+      print(json.dumps(summary))
   else:
     from gcp_jax.train.loop import train_and_evaluate
     result = train_and_evaluate(config, workdir)

@@ -50,6 +50,20 @@ Fields (all overridable with --config.KEY=VALUE; unknown keys are errors):
                         linspace(eta_min, eta_max, num_etas)) at in-epoch
                         steps 0, K, 2K, ... on the pre-update weights, to
                         WORKDIR/gradient_probe.json (gcp_jax.train.probe_hook)
+  robustness            --mode=robustness (gcp_jax.train.robustness): source
+                        "on_the_fly" (corrupt config.data's eval split with
+                        imagecorruptions), "folder" (the released ImageNet-C
+                        tree data_dir/CORRUPTION/SEVERITY/CLASS/IMAGE) or
+                        "tfds" (imagenet2012_corrupted in data_dir);
+                        corruptions (default the 15 of mCE), include_extra
+                        (add the 4 extra ones), severities (1..5), seed (of
+                        the on-the-fly corruption and of the subset),
+                        max_images_per_cell (0 = all; else that many images
+                        drawn with seed, the same in every cell);
+                        source "imagenet_p": ImageNet-P videos in data_dir
+                        (PERTURBATION/CLASS/VIDEO.mp4), the `perturbations`
+                        (default the 10), flip probability and top-5
+                        distance (max_images_per_cell: videos)
   log_every_steps, eval_every_epochs, checkpoint_every_epochs,
   keep_checkpoints      reporting and checkpoint cadence
   seed                  initialisation, dropout and data order
@@ -101,6 +115,18 @@ def base_config() -> ml_collections.ConfigDict:
   config.gradient_probe = ml_collections.ConfigDict({
       "every_steps": 0, "eta_min": 0.1, "eta_max": 75.0, "num_etas": 50,
       "bn_mode": "batch"})
+  config.robustness = ml_collections.ConfigDict({
+      "source": "on_the_fly", "data_dir": "",
+      "corruptions": ("gaussian_noise", "shot_noise", "impulse_noise",
+                      "defocus_blur", "glass_blur", "motion_blur",
+                      "zoom_blur", "snow", "frost", "fog", "brightness",
+                      "contrast", "elastic_transform", "pixelate",
+                      "jpeg_compression"),
+      "include_extra": False, "severities": (1, 2, 3, 4, 5), "seed": 0,
+      "max_images_per_cell": 0,
+      "perturbations": ("gaussian_noise", "shot_noise", "motion_blur",
+                        "zoom_blur", "snow", "brightness", "translate",
+                        "rotate", "tilt", "scale")})
   config.log_every_steps = 100
   config.eval_every_epochs = 1
   config.checkpoint_every_epochs = 1

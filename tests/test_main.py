@@ -57,4 +57,19 @@ def test_unknown_mode_is_an_error(tmp_path):
   proc = _run("--config", "configs/digits_probe.py", "--mode=fit",
               "--workdir", str(tmp_path))
   assert proc.returncode != 0
-  assert "one of <train|eval|summary|probe|export>" in proc.stderr
+  assert ("one of <train|eval|summary|probe|export|robustness>"
+          in proc.stderr)
+
+
+def test_robustness_unknown_corruption_is_one_line_before_writing(tmp_path):
+  proc = _run("--config", "configs/default.py", "--mode=robustness",
+              "--workdir", str(tmp_path),
+              "--config.robustness.corruptions=('fog', 'fgo')")
+  assert proc.returncode == 2
+  assert proc.stderr.strip().splitlines() == [
+      "error: Unknown corruption 'fgo'; choose from gaussian_noise, "
+      "shot_noise, impulse_noise, defocus_blur, glass_blur, motion_blur, "
+      "zoom_blur, snow, frost, fog, brightness, contrast, elastic_transform, "
+      "pixelate, jpeg_compression, speckle_noise, gaussian_blur, spatter, "
+      "saturate (config.robustness.corruptions)."]
+  assert not os.listdir(tmp_path)

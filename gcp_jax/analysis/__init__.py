@@ -13,6 +13,8 @@
   forward            BN modes ('batch' / 'running'), batch checks (meshes:
                      `gcp_jax.parallel`)
   results_io         result dataclasses <-> .json / .npz, atomic writes
+  robustness_metrics ImageNet-C CE / mCE / relative mCE (AlexNet-normalised),
+                     ImageNet-P flip probability and top-5 distance (numpy)
 
 Nothing here imports `gcp_jax.train` (the training loop imports the probe).
 """

@@ -11,6 +11,12 @@
                  train step, with soft targets
   sources.py     image folders and tensorflow-datasets as tf.data records
   digits.py      scikit-learn's digits, as arrays or as a PNG image folder
+  corruptions.py the ImageNet-C corruptions (imagecorruptions, shimmed and
+                 seeded per image)
+  robustness.py  corrupted evaluation batches per (corruption, severity):
+                 on the fly, the ImageNet-C folders, tfds
+                 imagenet2012_corrupted
+  perturbations.py ImageNet-P sequences from the released videos (OpenCV)
   tensorflow_cpu TensorFlow, imported once with every GPU hidden from it;
                  the library's only `import tensorflow`
 """

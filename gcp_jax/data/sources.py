@@ -218,6 +218,10 @@ class FolderSource:
                           self._process_count)
     return self._records("val", np.arange(first + start, first + stop))
 
+  def eval_files(self) -> tuple[np.ndarray, np.ndarray]:
+    """(paths, int32 labels) of the whole val/ split, in class order."""
+    return self._splits["val"]
+
   def load(self, split: str, record: Record) -> tf.Tensor:
     """Encoded bytes, or the decoded uint8 image when caching."""
     if self._cache:

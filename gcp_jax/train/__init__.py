@@ -14,6 +14,7 @@ checkpoints, the loop (`gcp_jax.train.loop.train_and_evaluate`).
   reporting     TensorBoard files and the console progress line
   loop          a run's set-up and the training loop
   restore       a trained workdir: evaluate, load_checkpoint, export_pytorch
+  robustness    --mode=robustness: a checkpoint on the ImageNet-C cells, resumable
 
 Meshes and sharding come from `gcp_jax.parallel`; the probe from
 `gcp_jax.analysis`.

@@ -5,29 +5,36 @@ is an error (`MissingCheckpointError`).
 
 Synopsis:
   metrics = evaluate(config, workdir)        # latest checkpoint, no training
+  restored = restore_for_eval(config, workdir)   # state, data, eval steps
   model, state = load_checkpoint(config, workdir)   # no data read
   path = export_pytorch(config, workdir)     # WORKDIR/pytorch_state_dict.pth
 """
 
 import os
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 from flax import linen as nn
+from jax.sharding import Mesh
 
 from gcp_jax import parallel
 from gcp_jax.convert import save_pytorch_checkpoint
 from gcp_jax.errors import ConfigError, GcpJaxError
 from gcp_jax.train import checkpoint as ckpt_lib
 from gcp_jax.train import loop
-from gcp_jax.train.evaluation import evaluate_batches, make_eval_steps
+from gcp_jax.train.evaluation import (EvalStep, evaluate_batches,
+                                      make_eval_steps)
 from gcp_jax.train.optim import create_optimizer
 from gcp_jax.train.pretrained import (check_padding, eval_variables,
                                       read_init_from)
 from gcp_jax.train.schedules import create_lr_schedule
 from gcp_jax.train.state import TrainState
 from gcp_jax.train.steps import make_eval_step
+
+if TYPE_CHECKING:   # gcp_jax.data.pipeline imports TensorFlow
+  from gcp_jax.data.pipeline import Datasets
 
 PYTORCH_EXPORT = "pytorch_state_dict.pth"
 
@@ -45,11 +52,21 @@ def _require_checkpoint(workdir: str) -> None:
         f"--workdir at a trained run.")
 
 
-def evaluate(config: ml_collections.ConfigDict, workdir: str
-             ) -> dict[str, float]:
-  """Evaluates the latest checkpoint in `workdir`, or with
-  `config.init_from` that file's weights (never initialises a weight:
-  without a checkpoint this is an error)."""
+class Restored(NamedTuple):
+  """A checkpoint ready to evaluate (`restore_for_eval`)."""
+  mesh: Mesh
+  datasets: "Datasets"
+  model: nn.Module
+  state: TrainState                 # replicated on the mesh
+  eval_steps: dict[str, EvalStep]
+  origin: dict[str, Any]            # {'init_from': path} or {'step': n}
+
+
+def restore_for_eval(config: ml_collections.ConfigDict, workdir: str
+                     ) -> Restored:
+  """The latest checkpoint in `workdir`, or with `config.init_from` that
+  file's weights, with the data, the mesh and the eval steps; never
+  initialises a weight (without a checkpoint this is an error)."""
   if config.init_from:
     mesh = loop.checked_mesh(config)
     checkpoint_file = read_init_from(config)
@@ -61,16 +78,27 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str
         step=jnp.zeros((), jnp.int32), params=variables["params"],
         batch_stats=variables.get("batch_stats", {}), opt_state=(),
         rng=jax.random.key_data(jax.random.key(config.seed))))
-    metrics = evaluate_batches({"": make_eval_step(model, mesh)}, state,
-                               datasets.eval_batches(), mesh)
-    metrics["init_from"] = config.init_from
-    return metrics
+    return Restored(mesh, datasets, model, state,
+                    {"": make_eval_step(model, mesh)},
+                    {"init_from": config.init_from})
   _require_checkpoint(workdir)
   run = loop.setup(config, workdir)
   run.checkpoints.close()
-  metrics = evaluate_batches(make_eval_steps(config, run.model, run.mesh),
-                             run.state, run.datasets.eval_batches(), run.mesh)
-  metrics["step"] = int(jax.device_get(run.state.step))
+  return Restored(run.mesh, run.datasets, run.model, run.state,
+                  make_eval_steps(config, run.model, run.mesh),
+                  {"step": int(jax.device_get(run.state.step))})
+
+
+def evaluate(config: ml_collections.ConfigDict, workdir: str
+             ) -> dict[str, float]:
+  """Evaluates the latest checkpoint in `workdir`, or with
+  `config.init_from` that file's weights (never initialises a weight:
+  without a checkpoint this is an error)."""
+  restored = restore_for_eval(config, workdir)
+  metrics = evaluate_batches(restored.eval_steps, restored.state,
+                             restored.datasets.eval_batches(),
+                             restored.mesh)
+  metrics.update(restored.origin)
   return metrics
 
 
