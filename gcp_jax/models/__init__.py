@@ -1,5 +1,4 @@
-"""Flax Linen models: ResNet, MobileNetV2, ShuffleNetV2 and ViT backbones
-with GAP / GCP / DropCov heads.
+"""Flax Linen models: backbones with GAP / GCP / DropCov heads.
 
 Synopsis:
   from gcp_jax.models import ModelConfig, build_model, create_model
@@ -11,6 +10,20 @@ Synopsis:
 
   registry.py      BACKBONES, HEADS, build_model(ModelConfig, num_classes)
   published.py     create_model(published name, num_classes, **changes)
+  heads.py         GAP / GCP / DropCov heads on a feature map
+  token_heads.py   class-token / GCP / DropCov heads on transformer tokens
+  resnet.py        ResNet-18..152 (torchvision topology, 'same' padding
+                   option for MindSpore files)
+  se_resnet.py     the TPAMI seed's SE-ResNet-50
+  mobilenet_v2.py  GCP_Optimization's MobileNetV2
+  shufflenet_v2.py GCP_Optimization's ShuffleNetV2
+  vgg.py           VGG-16-BN without its fifth max-pool (fast-MPN-COV)
+  vit.py           DeiT
+  dropcov_vit.py   DropCov's own transformer (DenseNet tokenizer)
+  split.py         StemSplit: the stem / from_stem split of CNN backbones
+  layers.py        convolutions, BatchNorm, dense layers with PyTorch's
+                   initialisation and the backend's 1 x 1 convolution
+  summary.py       parameters per module and forward FLOPs
 
 `ModelConfig` (backbone, head, representation, dim, num_iters and option
 fields, each with its one default) and the papers' model names live in
