@@ -21,7 +21,9 @@ Modules, one job each:
   export           gcp-jax -> fast-MPN-COV state_dict
 
 DropCov's transformer checkpoints (`Deit_drop_*`) load the same way into
-`gcp_jax.models.dropcov_vit.DropCovViT` models (their names: layout.py).
+`gcp_jax.models.dropcov_vit.DropCovViT` models, GCP_Optimization's
+MobileNetV2 / ShuffleNetV2 into `mobilenet_v2_*` / `shufflenet_v2_*` and
+the seed's MindSpore SE-ResNet-50 into `se_resnet50_*` (names: layout.py).
 """
 
 from gcp_jax.convert.errors import CheckpointFormatError

@@ -36,6 +36,31 @@ its own names as canonical (prefix `visual_tokens.tokens.` written `vt.`):
   classifier.visual_fc.*           params/head/fc/*
   classifier.cls_fc.*              params/head/fc_cls/*
 
+GCP_Optimization's MobileNetV2 / ShuffleNetV2 and the seed's SE-ResNet
+keep their own names as canonical too (import only: `canonical_name`, and
+so export, does not know them; `{BN}.*` is a BatchNorm's four variables):
+
+  features.0.{0,1}.*               params/stem/conv / stem/bn (MobileNetV2)
+  features.1.conv.{0.0,0.1,1,2}.*  .../block0/{depthwise/conv,
+                                   depthwise/bn, project_conv, project_bn}
+  features.{k}.conv.{0.0,0.1,1.0,1.1,2,3}.*  (k = 2..17)
+           .../block{k-1}/{expand/conv, expand/bn, depthwise/conv,
+                           depthwise/bn, project_conv, project_bn}
+  features.18.{0,1}.*              .../conv_last/{conv,bn}
+  classifier.1.weight / .bias      params/head/fc/kernel / bias     linear
+  conv1.{0,1}.* / conv5.{0,1}.*    .../stem/{conv,bn} / .../conv5/{conv,bn}
+                                   (ShuffleNetV2; classifier `fc`)
+  stage{s}.{u}.branch1.{0,1,2,3}.* .../stage{s}/unit{u}/branch1_{dw,dw_bn,
+                                   pw,pw_bn}
+  stage{s}.{u}.branch2.{0,1,3,4,5,6}.*  .../stage{s}/unit{u}/branch2_{pw1,
+                                   pw1_bn,dw,dw_bn,pw2,pw2_bn}
+  dimension_reduction.{0,1}.*      .../head/reduce/{conv_reduce,bn_reduce}
+  conv1_{i}.weight, bn1_{i}.*      .../stem/conv1_{i}, .../stem/bn1_{i}
+                                   (SE-ResNet, i = 0, 1, 2)
+  layer{i}.{j}.se_dense_{n}.*      params/layer{i}/block{j}/se/se_dense_{n}/
+                                   kernel / bias                    linear
+  (SE-ResNet blocks otherwise use the ResNet rules above, naming.py.)
+
 (LayerNorm weight -> scale; Linear weights linear.) The fixed `pos_embed`
 is not a variable in gcp-jax (`naming.canonical_from_torch` checks and
 skips it).
@@ -54,6 +79,8 @@ import re
 from typing import Callable
 
 import numpy as np
+
+from gcp_jax.models import mobilenet_v2
 
 
 @dataclasses.dataclass(frozen=True)
@@ -140,6 +167,70 @@ RULES += [
 ]
 
 
+def _conv(torch_mod: str, jax_mod: str) -> list:
+  """A bias-free convolution `torch_mod` at `params/{jax_mod}/kernel`."""
+  return [(f"{torch_mod}.weight", f"params/{jax_mod}/kernel", CONV)]
+
+
+def _bn(torch_mod: str, jax_mod: str) -> list:
+  """The four variables of a BatchNorm `torch_mod` at `jax_mod`."""
+  return [(f"{torch_mod}.{suffix}", f"{collection}/{jax_mod}/{leaf}", VECTOR)
+          for suffix, collection, leaf in BN_VARIABLES]
+
+
+def _linear(torch_mod: str, jax_mod: str) -> list:
+  return [(f"{torch_mod}.weight", f"params/{jax_mod}/kernel", LINEAR),
+          (f"{torch_mod}.bias", f"params/{jax_mod}/bias", VECTOR)]
+
+
+def _conv_bn(torch_mod: str, jax_mod: str) -> list:
+  """`torch_mod.{0,1}` = conv, BN -> `jax_mod/{conv,bn}`."""
+  return (_conv(f"{torch_mod}.0", f"{jax_mod}/conv")
+          + _bn(f"{torch_mod}.1", f"{jax_mod}/bn"))
+
+
+def _mobilenet_block(k: int) -> list:
+  """`features.{k}` (k = 1..17) -> `block{k - 1}`; the first block (t = 1)
+  has no expansion, so its items sit one index earlier."""
+  torch_mod, jax_mod = f"features.{k}.conv", f"block{k - 1}"
+  first = 0 if k == 1 else 1
+  rules = [] if k == 1 else _conv_bn(f"{torch_mod}.0", f"{jax_mod}/expand")
+  return (rules + _conv_bn(f"{torch_mod}.{first}", f"{jax_mod}/depthwise")
+          + _conv(f"{torch_mod}.{first + 1}", f"{jax_mod}/project_conv")
+          + _bn(f"{torch_mod}.{first + 2}", f"{jax_mod}/project_bn"))
+
+
+_MOBILENET_BLOCKS = sum(n for _, _, n, _ in mobilenet_v2.INVERTED_RESIDUALS)
+_REDUCTION = (_conv("dimension_reduction.0", "head/reduce/conv_reduce")
+              + _bn("dimension_reduction.1", "head/reduce/bn_reduce"))
+# ShuffleNetV2 branch Sequential index -> gcp-jax module (ReLUs between).
+_SHUFFLE_BRANCHES = (
+    ("branch1", (("0", "branch1_dw"), ("2", "branch1_pw"))),
+    ("branch2", (("0", "branch2_pw1"), ("3", "branch2_dw"),
+                 ("5", "branch2_pw2"))))
+IMPORT_ONLY_RULES = (
+    # MobileNetV2 (GCP_Optimization MobileNetV2*.py)
+    _conv_bn("features.0", "stem")
+    + [r for k in range(1, _MOBILENET_BLOCKS + 1) for r in _mobilenet_block(k)]
+    + _conv_bn(f"features.{_MOBILENET_BLOCKS + 1}", "conv_last")
+    + _linear("classifier.1", "head/fc")
+    # ShuffleNetV2 (GCP_Optimization ShuffleNetV2*.py); classifier `fc`
+    + _conv_bn("conv1", "stem") + _conv_bn("conv5", "conv5")
+    + [r for branch, items in _SHUFFLE_BRANCHES for index, jax_mod in items
+       for r in (
+           _conv(f"stage{{stage}}.{{block}}.{branch}.{index}",
+                 f"stage{{stage}}/unit{{block}}/{jax_mod}")
+           + _bn(f"stage{{stage}}.{{block}}.{branch}.{int(index) + 1}",
+                 f"stage{{stage}}/unit{{block}}/{jax_mod}_bn"))]
+    + _REDUCTION
+    # The seed's SE-ResNet (stem BN `bn1` is `bn1_2` here, naming.py)
+    + [r for i in range(3) for r in (_conv(f"conv1_{i}", f"stem/conv1_{i}")
+                                     + _bn(f"bn1_{i}", f"stem/bn1_{i}"))]
+    + [r for i in range(2) for r in _linear(
+        f"layer{{stage}}.{{block}}.se_dense_{i}",
+        f"layer{{stage}}/block{{block}}/se/se_dense_{i}")])
+
+
 def _compile(template: str) -> re.Pattern:
   """'layer{stage}.{block}' -> a regex with named groups."""
   parts = re.split(r"(\{\w+\})", template)
@@ -148,7 +239,8 @@ def _compile(template: str) -> re.Pattern:
       else re.escape(p) for p in parts))
 
 
-_FORWARD = [(_compile(t), j, k) for t, j, k in RULES]
+_FORWARD = [(_compile(t), j, k)
+            for t, j, k in RULES + list(IMPORT_ONLY_RULES)]
 _BACKWARD = [(_compile(j), t, k) for t, j, k in RULES]
 
 

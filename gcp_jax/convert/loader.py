@@ -55,6 +55,8 @@ from gcp_jax.convert.errors import WeightMappingError
 SHOWN = 10          # keys listed per category in an error message
 FC_PATTERN = "head/fc/.*"
 TOKENIZER = "params/tokenizer/stem/kernel"   # DropCov's transformer
+# GCP_Optimization's MobileNetV2 and ShuffleNetV2 (their last 1x1 conv).
+MOBILE_MARKERS = ("params/conv_last/conv/kernel", "params/conv5/conv/kernel")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -321,11 +323,18 @@ def _mismatch_message(
            "(create_model('deit_drop_{tiny,small,base}_dropcov', "
            "num_classes)); or pass ignore=(regex, ...) for leaves to leave "
            "at their fresh initialisation.")
+  elif model_arch is None and any(m in shapes for m in MOBILE_MARKERS):
+    head = f"{path} does not fit this MobileNetV2 / ShuffleNetV2 model."
+    fix = ("Fix: build the network the checkpoint was trained as "
+           "(create_model('mobilenet_v2_{gap,isqrt,isqrt_d128}' or "
+           "'shufflenet_v2_{gap,isqrt}', num_classes)); or pass "
+           "ignore=(regex, ...) for leaves to leave at their fresh "
+           "initialisation.")
   elif model_arch is None:
     head = (f"{path} cannot be loaded into this model: it is not a ResNet "
-            f"(only ResNet GAP / GCP / DropCov models can import reference "
-            f"checkpoints).")
-    fix = "Fix: build a ResNet model from gcp_jax.models."
+            f"(only ResNet GAP / GCP / DropCov, SE-ResNet, MobileNetV2 and "
+            f"ShuffleNetV2 models can import reference checkpoints).")
+    fix = "Fix: build one of those models from gcp_jax.models."
   elif file_arch is not None and (
       file_arch.backbone() != model_arch.backbone()
       or (file_arch.head, file_arch.dim) != (model_arch.head,

@@ -32,6 +32,10 @@ Other spellings brought to it here:
 * DropCov's transformer (`Deit_drop_*`) keeps its own names (layout.py);
   `classifier.` becomes `fc.` only in `classifier.weight/bias` (fast-MPN-COV
   `Newmodel`), so its `classifier.cls_fc.*` etc. pass unchanged.
+* GCP_Optimization MobileNetV2 (`MobileNetV2*.py`, recognised by its
+  `features.{k}.conv.*` blocks) and ShuffleNetV2 (`ShuffleNetV2*.py`) keep
+  their own names (layout.py), so they pass unchanged: MobileNetV2's
+  `features.*` is not read as VGG's or `Newmodel`'s.
 * MindSpore model-zoo ResNet (`official/cv/ResNet/src/resnet.py`, which the
   TPAMI MindSpore code forks): BN `gamma/beta/moving_mean/moving_variance`,
   `down_sample_layer.{0,1}`, BasicBlock BNs `bn1d/bn2d`, classifier
@@ -40,6 +44,13 @@ Other spellings brought to it here:
   The fork's own source (reduction block names) could not be read; it is
   assumed to keep fast-MPN-COV's `layer_reduce`/`layer_reduce_bn`. Anything
   else can be renamed by the caller (`load_pretrained(rename=...)`).
+* The seed's SE-ResNet-50 (`src/resnet.py` `se_resnet50`, recognised by
+  its `conv1_0` stem; names as `torch_reference/se_resnet.py`): after the
+  model-zoo renames, the stem's last BN `bn1` -> `bn1_2` (its convs
+  `conv1_{0,1,2}` and BNs `bn1_{0,1}` pass unchanged), a strided block's
+  `e2.0` / `e2.1` -> `conv2` / `bn2`, and its shortcut [max-pool, conv, BN]
+  `down_sample_layer.{1,2}` -> `downsample.{0,1}`; `se_dense_{0,1}` and
+  the classifier `fc` pass unchanged.
 """
 
 import re
@@ -153,6 +164,18 @@ def _is_vgg(names: Sequence[str]) -> bool:
   indices = {m.group(1) for m in (re.match(r"^features\.(\d+)\.", n)
                                   for n in names) if m}
   return bool(indices - set(FMPN_FEATURES))
+
+
+def _is_mobilenet(names: Sequence[str]) -> bool:
+  """GCP_Optimization's MobileNetV2 (`features.{k}.conv.*` blocks), whose
+  names are canonical as they are (layout.py)."""
+  return any(re.match(r"^features\.\d+\.conv\.", n) for n in names)
+
+
+def _keep(name: str) -> str:
+  return name
+
+
 def _check_sinusoid(name: str, array: np.ndarray) -> None:
   table = dropcov_vit.sinusoid_table(array.shape[-2], array.shape[-1])
   if array.size != table.size or not np.allclose(
@@ -178,7 +201,9 @@ def canonical_from_torch(state: Mapping[str, np.ndarray]
   """
   out, skipped = [], []
   names = {name: strip_data_parallel(name) for name in state}
-  rename = _fmpn_vgg if _is_vgg(list(names.values())) else _fmpn_newmodel
+  stripped = list(names.values())
+  rename = (_keep if _is_mobilenet(stripped)
+            else _fmpn_vgg if _is_vgg(stripped) else _fmpn_newmodel)
   for name, array in state.items():
     if name.endswith(IGNORED_SUFFIX):
       skipped.append(name)
@@ -241,7 +266,30 @@ def canonical_from_mindspore(state: Mapping[str, np.ndarray],
         array = array[1:]
         skipped.append(f"{tag}[0] (background class)")
     out.append((name, tag, array))
-  return out, skipped
+  return _se_resnet_renamed(out), skipped
+
+
+def _se_resnet_renamed(named: Named) -> Named:
+  """The seed's SE-ResNet (a `conv1_0` stem) after MINDSPORE_RENAMES: the
+  stem's last BN `bn1` -> `bn1_2`; a strided block's `e2.{0,1}` (3x3 conv,
+  BN) -> `conv2`, `bn2`, and its shortcut [max-pool, conv, BN]
+  `downsample.{1,2}` -> `downsample.{0,1}`."""
+  if not any(c.startswith("conv1_0.") for c, _, _ in named):
+    return named
+  strided = {c.split(".e2.")[0] for c, _, _ in named if ".e2." in c}
+  out = []
+  for canonical, tag, array in named:
+    canonical = re.sub(r"^bn1\.", "bn1_2.", canonical)
+    canonical = re.sub(r"\.e2\.([01])\.",
+                       lambda m: (".conv2.", ".bn2.")[int(m.group(1))],
+                       canonical)
+    block = canonical.split(".downsample.")[0]
+    if ".downsample." in canonical and block in strided:
+      canonical = re.sub(r"\.downsample\.([12])\.",
+                         lambda m: f".downsample.{int(m.group(1)) - 1}.",
+                         canonical)
+    out.append((canonical, tag, array))
+  return out
 
 
 def mindspore_bn_epsilons(canonical: Sequence[str]) -> dict[str, float]:

@@ -3,9 +3,10 @@
 Parameter counts against torchvision's published sizes and a count derived
 by hand from the reference architecture; logits against the reference
 PyTorch modules themselves (GCP_Optimization `src/models/*.py`, read from a
-local mirror of the repository with `git show`, skipped without it), with
-their weights copied into the JAX variables; the stem split, dropout, the
-ReLU6 reduction block and a training step.
+local mirror of the repository with `git show`, skipped without it), their
+`torch.save(state_dict())` files imported with `gcp_jax.convert.
+load_pretrained`, and the import's reports of files that do not fit; the
+stem split, dropout, the ReLU6 reduction block and a training step.
 
 The mirror is `$GCPO_REPO` (default: the workspace's mirror of
 ZhangLi-CS/GCP_Optimization).
@@ -13,7 +14,6 @@ ZhangLi-CS/GCP_Optimization).
 
 import importlib
 import os
-import re
 import subprocess
 import sys
 
@@ -25,6 +25,8 @@ import pytest
 from flax import traverse_util
 
 from gcp_jax import backend, parallel
+from gcp_jax.convert import (WeightMappingError, export_state_dict,
+                             load_pretrained)
 from gcp_jax.model_config import ModelConfig
 from gcp_jax.models import build_model, create_model, heads
 from gcp_jax.models.summary import count_params, summarize
@@ -212,81 +214,6 @@ def _build_reference(modules, name, classes):
       num_classes=classes)
 
 
-def _mobilenet_path(key: str) -> tuple[str, ...]:
-  """Reference MobileNetV2 state_dict key (without the leaf) -> the JAX
-  module path."""
-  parts = key.split(".")
-  conv_bn = {"0": "conv", "1": "bn"}
-  if parts[0] == "dimension_reduction":
-    return ("head", "reduce", {"0": "conv_reduce", "1": "bn_reduce"}[parts[1]])
-  if parts[0] == "classifier":
-    return ("head", "fc")
-  k = int(parts[1])
-  if k == 0:
-    return ("stem", conv_bn[parts[2]])
-  if k == 18:
-    return ("conv_last", conv_bn[parts[2]])
-  # features.k.conv.i[.j]: [expand,] depthwise, project conv, project BN;
-  # block 0 (t = 1) has no expansion.
-  names = ["depthwise", "project_conv", "project_bn"]
-  if k != 1:
-    names.insert(0, "expand")
-  item = names[int(parts[3])]
-  if item in ("expand", "depthwise"):
-    return (f"block{k - 1}", item, conv_bn[parts[4]])
-  return (f"block{k - 1}", item)
-
-
-SHUFFLE_BRANCHES = {
-    "branch1": {"0": "branch1_dw", "1": "branch1_dw_bn", "2": "branch1_pw",
-                "3": "branch1_pw_bn"},
-    "branch2": {"0": "branch2_pw1", "1": "branch2_pw1_bn",
-                "3": "branch2_dw", "4": "branch2_dw_bn",
-                "5": "branch2_pw2", "6": "branch2_pw2_bn"},
-}
-
-
-def _shufflenet_path(key: str) -> tuple[str, ...]:
-  """Reference ShuffleNetV2 state_dict key (without the leaf) -> the JAX
-  module path."""
-  parts = key.split(".")
-  conv_bn = {"0": "conv", "1": "bn"}
-  if parts[0] == "conv1":
-    return ("stem", conv_bn[parts[1]])
-  if parts[0] == "conv5":
-    return ("conv5", conv_bn[parts[1]])
-  if parts[0] == "dimension_reduction":
-    return ("head", "reduce", {"0": "conv_reduce", "1": "bn_reduce"}[parts[1]])
-  if parts[0] == "fc":
-    return ("head", "fc")
-  assert re.fullmatch(r"stage[234]", parts[0]), key
-  return (parts[0], f"unit{parts[1]}", SHUFFLE_BRANCHES[parts[2]][parts[3]])
-
-
-def _jax_variables(state_dict, to_path) -> dict:
-  """The reference's weights as Flax variables: conv (O, I/g, kh, kw) ->
-  (kh, kw, I/g, O), Linear (out, in) -> (in, out), BN weight / bias /
-  running_mean / running_var -> scale / bias / mean / var."""
-  flat = {}
-  for key, value in state_dict.items():
-    prefix, leaf = key.rsplit(".", 1)
-    if leaf == "num_batches_tracked":
-      continue
-    path, array = to_path(prefix), value.detach().numpy()
-    if leaf == "weight" and array.ndim == 4:
-      flat[("params",) + path + ("kernel",)] = array.transpose(2, 3, 1, 0)
-    elif leaf == "weight" and array.ndim == 2:
-      flat[("params",) + path + ("kernel",)] = array.T
-    elif leaf == "weight":
-      flat[("params",) + path + ("scale",)] = array
-    elif leaf == "bias":
-      flat[("params",) + path + ("bias",)] = array
-    else:
-      stat = {"running_mean": "mean", "running_var": "var"}[leaf]
-      flat[("batch_stats",) + path + (stat,)] = array
-  return traverse_util.unflatten_dict(flat)
-
-
 def _randomize(torch, model, seed):
   """Random BN affine parameters and running statistics, with biases large
   enough that ReLU6 clips; eval mode."""
@@ -303,7 +230,6 @@ def _randomize(torch, model, seed):
   return model.eval()
 
 
-FAMILIES = {"mobilenet_v2": _mobilenet_path, "shufflenet_v2": _shufflenet_path}
 REFERENCE_NAMES = ["mobilenet_v2_gap", "mobilenet_v2_isqrt",
                    "mobilenet_v2_isqrt_d128", "shufflenet_v2_gap",
                    "shufflenet_v2_isqrt"]
@@ -317,12 +243,24 @@ def test_parameter_count_is_the_references(reference, name):
   assert ours == sum(p.numel() for p in ref.parameters()) == COUNTS[name]
 
 
-def _reference_and_ours(reference, name, seed=0, classes=10):
+def _reference_and_ours(reference, name, path, images, seed=0, classes=10):
+  """The randomised reference module and its `torch.save(state_dict())`
+  file at `path` read by `load_pretrained` into the JAX model's variables
+  (the GCP models' names with DataParallel's `module.` prefix)."""
   torch, modules = reference
   torch.manual_seed(seed)
   ref = _randomize(torch, _build_reference(modules, name, classes), seed)
-  family = "mobilenet_v2" if name.startswith("mobilenet") else "shufflenet_v2"
-  variables = _jax_variables(ref.state_dict(), FAMILIES[family])
+  prefix = "module." if "isqrt" in name else ""
+  torch.save({prefix + k: v for k, v in ref.state_dict().items()}, path)
+  model = create_model(name, classes)
+  template = jax.eval_shape(lambda: model.init(
+      jax.random.key(0), jnp.asarray(images), False))
+  variables, report = load_pretrained(path, template)
+  assert not (report.not_loaded or report.missing or report.unexpected
+              or report.mismatched)
+  assert len(report.loaded) == len(jax.tree.leaves(template))
+  assert len(report.skipped) == sum(
+      k.endswith("num_batches_tracked") for k in ref.state_dict())
   return torch, ref, variables
 
 
@@ -343,16 +281,18 @@ LOGIT_NAMES = [pytest.param(n, marks=pytest.mark.slow) if n.endswith("d128")
 
 
 @pytest.mark.parametrize("name", LOGIT_NAMES)
-def test_logits_equal_the_reference(reference, name):
+def test_logits_equal_the_reference(reference, name, tmp_path):
   """Eval mode, 112 px (a 4 x 4 map, M = 16): every JAX variable comes
-  from the reference's state_dict, and the float32 JAX logits agree with the
-  reference's to 1e-4 (relative to the largest logit). In the GCP models
+  from the reference's state_dict file through `load_pretrained`, and the
+  float32 JAX logits agree with the reference's to 1e-4 (relative to the
+  largest logit). In the GCP models
   the randomised BN makes the reduction block's ReLU6 clip (outputs equal
   to 6), so the agreement checks the ReLU6."""
-  torch, ref, variables = _reference_and_ours(reference, name)
   model = create_model(name, 10)
   images = np.random.default_rng(1).standard_normal(
       (2, 112, 112, 3)).astype(np.float32)
+  torch, ref, variables = _reference_and_ours(
+      reference, name, tmp_path / f"{name}.pth", images)
   expected = jax.tree.map(lambda a: (a.shape, a.dtype), jax.eval_shape(
       lambda: model.init(jax.random.key(0), jnp.asarray(images), False)))
   assert jax.tree.map(lambda a: (a.shape, a.dtype), variables) == expected
@@ -374,6 +314,56 @@ def test_logits_equal_the_reference(reference, name):
       gpu = jax.jit(lambda v, x: model.apply(v, x, False))(variables, images)
     np.testing.assert_allclose(np.asarray(gpu), want, rtol=1e-4,
                                atol=1e-4 * scale)
+
+
+def test_unfitting_reference_files_are_reported(reference, tmp_path):
+  """A GAP file for a GCP model (missing reduction, FC of another shape),
+  a ShuffleNetV2 file for a MobileNetV2 model and an extra array each raise
+  WeightMappingError naming the arrays; `ignore` accepts the extra one and
+  the report lists it."""
+  torch, modules = reference
+  x = jnp.zeros((1, 64, 64, 3))
+
+  def template(name):
+    model = create_model(name, 10)
+    return jax.eval_shape(lambda: model.init(jax.random.key(0), x, False))
+
+  def saved(name, extra=None):
+    state = dict(_build_reference(modules, name, 10).state_dict())
+    state.update(extra or {})
+    path = tmp_path / f"{name}.pth"
+    torch.save(state, path)
+    return path
+
+  with pytest.raises(WeightMappingError, match=(
+      r"(?s)does not fit this MobileNetV2 / ShuffleNetV2 model.*missing in "
+      r"file \(5\): .*head/reduce/conv_reduce/kernel.*shape mismatch \(1\): "
+      r"params/head/fc/kernel: file \(1280, 10\) vs model \(32896, 10\)")):
+    load_pretrained(saved("mobilenet_v2_gap"), template("mobilenet_v2_isqrt"))
+  with pytest.raises(WeightMappingError,
+                     match=r"unexpected in file .*stage2\.0\.branch1\.0\."
+                           r"weight -> params/stage2/unit0/branch1_dw/kernel"):
+    load_pretrained(saved("shufflenet_v2_gap"), template("mobilenet_v2_gap"))
+  extra = {"features.19.0.weight": torch.zeros(4, 4, 1, 1)}
+  path = saved("mobilenet_v2_gap", extra)
+  with pytest.raises(WeightMappingError, match=r"features\.19\.0\.weight"):
+    load_pretrained(path, template("mobilenet_v2_gap"))
+  _, report = load_pretrained(path, template("mobilenet_v2_gap"),
+                              ignore=(r"features\.19\..*",))
+  assert report.unexpected == ("features.19.0.weight",)
+  assert not report.not_loaded
+
+
+def test_the_names_are_import_only():
+  """The exporter writes fast-MPN-COV ResNet names only: a MobileNetV2's
+  variables are refused; all but `head/fc` (a ResNet path too) have no
+  exported name."""
+  model = create_model("mobilenet_v2_gap", 10)
+  variables = jax.eval_shape(lambda: model.init(
+      jax.random.key(0), jnp.zeros((1, 64, 64, 3)), False))
+  with pytest.raises(WeightMappingError, match="^260 variables have no "
+                     "fast-MPN-COV name"):
+    export_state_dict(variables)
 
 
 # --- heads, stem split, training --------------------------------------------
