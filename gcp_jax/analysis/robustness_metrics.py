@@ -75,28 +75,45 @@ def _check(errors: Mapping[str, Mapping[int, float]],
 
 def corruption_errors(errors: Mapping[str, Mapping[int, float]],
                       corruptions: tuple[str, ...] = CORRUPTIONS,
+                      baseline: Mapping[str, float] = ALEXNET_ERRORS,
                       ) -> dict[str, float]:
-  """CE_c = sum_s E_{s,c} / sum_s E^AlexNet_{s,c} for each corruption c.
+  """CE_c = sum_s E_{s,c} / sum_s E^base_{s,c} for each corruption c.
 
   Args:
     errors: {corruption: {severity 1..5: top-1 error}}.
-    corruptions: which to normalise (each needs an AlexNet constant).
+    corruptions: which to normalise (each needs a baseline value).
+    baseline: {corruption: the baseline model's error averaged over the 5
+      severities}; AlexNet's (ImageNet-C) by default, or e.g. a GAP model's
+      (`mean_errors`) to compare heads on another data set.
   """
   _check(errors, corruptions)
   return {c: float(np.mean([errors[c][s] for s in SEVERITIES])
-                   / ALEXNET_ERRORS[c]) for c in corruptions}
+                   / baseline[c]) for c in corruptions}
 
 
 def relative_corruption_errors(errors: Mapping[str, Mapping[int, float]],
                                clean_error: float,
                                corruptions: tuple[str, ...] = CORRUPTIONS,
+                               baseline: Mapping[str, float] = ALEXNET_ERRORS,
+                               baseline_clean_error: float = (
+                                   ALEXNET_CLEAN_ERROR),
                                ) -> dict[str, float]:
-  """Relative CE_c = sum_s (E_{s,c} - E_clean) / sum_s (E^AlexNet_{s,c} -
-  E^AlexNet_clean): the degradation under c, relative to AlexNet's."""
+  """Relative CE_c = sum_s (E_{s,c} - E_clean) / sum_s (E^base_{s,c} -
+  E^base_clean): the degradation under c, relative to the baseline's
+  (AlexNet's by default; `baseline` as in `corruption_errors`)."""
   _check(errors, corruptions)
   return {c: float((np.mean([errors[c][s] for s in SEVERITIES])
                     - clean_error)
-                   / (ALEXNET_ERRORS[c] - ALEXNET_CLEAN_ERROR))
+                   / (baseline[c] - baseline_clean_error))
+          for c in corruptions}
+
+
+def mean_errors(errors: Mapping[str, Mapping[int, float]],
+                corruptions: tuple[str, ...]) -> dict[str, float]:
+  """{c: E_c averaged over the 5 severities}: a model's errors in the form
+  `corruption_errors` takes as a baseline."""
+  _check(errors, corruptions)
+  return {c: float(np.mean([errors[c][s] for s in SEVERITIES]))
           for c in corruptions}
 
 

@@ -21,6 +21,12 @@ Fields:
   crop_scale_min     smallest area fraction of the inception crop
   global_batch_size  training batch over all processes; an epoch is
                      num_train // global_batch_size full batches
+  steps_per_epoch    0 = that full pass; N > 0 = an epoch is the first N
+                     batches of the epoch's shuffled order (each epoch a new
+                     order), so that a recipe's schedule, evaluation and
+                     checkpoint cadence in epochs run on a shorter budget
+                     (the convergence study of gcp_jax.studies.convergence);
+                     at most the full pass
   eval_batch_size    evaluation batch over all processes; the last batch is
                      padded and masked, so every example counts once
   eval_views         views per evaluation image whose logits are averaged:
@@ -142,6 +148,7 @@ def default_data_config() -> ml_collections.ConfigDict:
       "train_augment": "inception_crop",
       "crop_scale_min": 0.08,
       "global_batch_size": 128,
+      "steps_per_epoch": 0,
       "eval_batch_size": 128,
       "eval_views": 1,
       "randaugment": "",
@@ -169,6 +176,7 @@ class DataSettings:
   train_augment: str
   crop_scale_min: float
   global_batch_size: int
+  steps_per_epoch: int
   eval_batch_size: int
   eval_views: int
   randaugment: str
@@ -242,6 +250,9 @@ class DataSettings:
       if getattr(self, field) < 1:
         raise DataError(f"data.{field}={getattr(self, field)} must be "
                         f"positive.")
+    if self.steps_per_epoch < 0:
+      raise DataError(f"data.steps_per_epoch={self.steps_per_epoch} must be "
+                      f">= 0 (0 = one full pass over the training data).")
     if self.seed < 0:
       raise DataError(f"data.seed={self.seed} must be >= 0.")
     if self.cache_decoded and self.name == "imagenet2012":

@@ -118,9 +118,13 @@ class Datasets:
     """How many unreadable images this process has skipped so far."""
     return len(self.corrupt_files)
 
-  def steps_per_epoch(self) -> int:
+  def full_pass_steps(self) -> int:
     """num_train // global_batch_size (the remainder is dropped)."""
     return self.info.num_train // self._settings.global_batch_size
+
+  def steps_per_epoch(self) -> int:
+    """`data.steps_per_epoch` if set, else `full_pass_steps()`."""
+    return self._settings.steps_per_epoch or self.full_pass_steps()
 
   def num_eval_batches(self) -> int:
     """Evaluation batches per process, the same on every process."""
@@ -358,4 +362,11 @@ def create_datasets(config: ml_collections.ConfigDict, *,
         f"data.global_batch_size={s.global_batch_size} is larger than the "
         f"{source.num_train} training examples of {s.name!r}, so an epoch "
         f"has no full batch; use a batch of at most {source.num_train}.")
-  return Datasets(source, s, process_index, process_count)
+  datasets = Datasets(source, s, process_index, process_count)
+  if s.steps_per_epoch > datasets.full_pass_steps():
+    raise DataError(
+        f"data.steps_per_epoch={s.steps_per_epoch} is more than one pass "
+        f"over {s.name!r} ({datasets.full_pass_steps()} batches of "
+        f"{s.global_batch_size}); use at most {datasets.full_pass_steps()} "
+        f"(0 = the full pass).")
+  return datasets

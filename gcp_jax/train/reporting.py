@@ -1,18 +1,50 @@
-"""Metrics out: TensorBoard event files in the workdir and a console line
-with progress and ETA. Only process 0 writes.
+"""Metrics out: TensorBoard event files and a JSON-lines file in the
+workdir, and a console line with progress and ETA. Only process 0 writes.
 
 Synopsis:
   reporter = Reporter(workdir, total_steps, enabled=jax.process_index() == 0)
   reporter.write("train", step, {"loss": 0.7, "top1": 0.8})
   reporter.progress(step, {"loss": 0.7}, images_per_second=1234.0)
   reporter.close()
+  history = read_metrics(workdir, "eval")   # [{"step": 21, "top1": ...}]
+
+WORKDIR/metrics.jsonl holds one line per `write`: {"split", "step", and the
+scalars}. A resumed run appends, and may repeat the steps after its last
+checkpoint; `read_metrics` keeps the last line of each step.
 """
 
+import json
 import os
 import sys
 import time
 
 import numpy as np
+
+
+METRICS_FILE = "metrics.jsonl"
+
+
+def read_metrics(workdir: str, split: str) -> list[dict[str, float]]:
+  """The scalars `Reporter.write` wrote for `split` in `workdir`, one dict
+  per step ({"step": int, name: value}), sorted by step; for a step written
+  more than once (a resumed run), the last write.
+
+  Raises:
+    FileNotFoundError: the workdir has no WORKDIR/metrics.jsonl.
+  """
+  by_step: dict[int, dict[str, float]] = {}
+  with open(os.path.join(workdir, METRICS_FILE)) as f:
+    lines = f.read().split("\n")
+  for i, line in enumerate(lines):
+    try:
+      record = json.loads(line) if line.strip() else None
+    except json.JSONDecodeError:
+      if i < len(lines) - 1:   # only a line cut off by a kill may be partial
+        raise
+      record = None
+    if record is not None and record.pop("split") == split:
+      by_step[record["step"]] = record
+  return [by_step[step] for step in sorted(by_step)]
 
 
 class Reporter:
@@ -27,6 +59,7 @@ class Reporter:
     self._start_step: int | None = None
     self._writers = {}
     self._dir = os.path.join(workdir, "tensorboard")
+    self._jsonl = os.path.join(workdir, METRICS_FILE)
 
   def _writer(self, split: str):
     if split not in self._writers:
@@ -44,6 +77,10 @@ class Reporter:
       for name, value in scalars.items():
         tf.summary.scalar(name, float(value), step=step)
     self._writer(split).flush()
+    record = {"split": split, "step": int(step),
+              **{k: float(v) for k, v in scalars.items()}}
+    with open(self._jsonl, "a") as f:
+      f.write(json.dumps(record) + "\n")
 
   def progress(self, step: int, scalars: dict[str, float],
                images_per_second: float | None = None) -> None:

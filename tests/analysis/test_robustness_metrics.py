@@ -109,3 +109,23 @@ def test_top5_distance_by_hand():
   assert rm.top5_distance(logits, noise=True) == pytest.approx(3 / 3)
   # Consecutive: 2, 2 (swapped back), 1.
   assert rm.top5_distance(logits, noise=False) == pytest.approx(5 / 3)
+
+
+def test_another_model_as_the_baseline():
+  """Hand-computed: two corruptions, the model's errors 0.2..0.6 and
+  0.1 (flat) against a baseline with means 0.5 and 0.25, clean errors 0.05
+  and 0.1: CE = 0.4 / 0.5 and 0.1 / 0.25; relative CE = (0.4 - 0.05) /
+  (0.5 - 0.1) and (0.1 - 0.05) / (0.25 - 0.1)."""
+  errors = {"fog": {s: 0.1 * (s + 1) for s in rm.SEVERITIES},
+            "snow": {s: 0.1 for s in rm.SEVERITIES}}
+  base = {"fog": {s: 0.5 for s in rm.SEVERITIES},
+          "snow": {1: 0.05, 2: 0.15, 3: 0.25, 4: 0.35, 5: 0.45}}
+  baseline = rm.mean_errors(base, ("fog", "snow"))
+  assert baseline == pytest.approx({"fog": 0.5, "snow": 0.25})
+  ce = rm.corruption_errors(errors, ("fog", "snow"), baseline)
+  assert ce == pytest.approx({"fog": 0.8, "snow": 0.4})
+  rel = rm.relative_corruption_errors(errors, 0.05, ("fog", "snow"),
+                                      baseline, baseline_clean_error=0.1)
+  assert rel == pytest.approx({"fog": 0.875, "snow": 1 / 3})
+  with pytest.raises(ValueError, match="lacks severities"):
+    rm.mean_errors({"fog": {1: 0.1}}, ("fog",))

@@ -88,6 +88,15 @@ def test_batch_larger_than_training_set(tmp_path):
           tmp_path)
 
 
+def test_steps_per_epoch_beyond_one_pass(tmp_path):
+  write_id_folder(str(tmp_path), {"a": 9, "b": 8}, {"a": 1, "b": 1})
+  _raises(r"data.steps_per_epoch=3 is more than one pass over "
+          r"'image_folder' \(2 batches of 8\); use at most 2", tmp_path,
+          steps_per_epoch=3)
+  _raises(r"data.steps_per_epoch=-1 must be >= 0", tmp_path,
+          steps_per_epoch=-1)
+
+
 def _write_corrupt_folder(root, bad_split):
   """8 train and 4 val id images, plus a truncated PNG in `bad_split`."""
   write_id_folder(str(root), {"a": 5, "b": 3}, {"a": 2, "b": 2})

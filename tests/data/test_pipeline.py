@@ -142,6 +142,29 @@ def test_same_image_augmented_differently_across_epochs(noise_folder):
   assert len(images[0]) == 24 and not images[0] & images[1]
 
 
+def test_short_epochs_are_the_head_of_each_epochs_order(id_folder):
+  """data.steps_per_epoch = 2: an epoch is the first 2 batches of the full
+  pass of that epoch (same seed, same epoch), and the next epoch draws
+  from a new order."""
+  full = pipeline.create_datasets(folder_config(
+      id_folder, train_augment="none"))
+  short = pipeline.create_datasets(folder_config(
+      id_folder, train_augment="none", steps_per_epoch=2))
+  assert (full.steps_per_epoch(), short.steps_per_epoch()) == (6, 2)
+  assert short.full_pass_steps() == 6
+  for epoch in (0, 1):
+    head = [image_ids(b["image"]) for b in full.train_batches(epoch)][:2]
+    got = [image_ids(b["image"]) for b in short.train_batches(epoch)]
+    assert len(got) == 2
+    np.testing.assert_array_equal(np.stack(got), np.stack(head))
+  assert not np.array_equal(
+      image_ids(next(short.train_batches(0))["image"]),
+      image_ids(next(short.train_batches(1))["image"]))
+  assert [image_ids(b["image"]).tolist() for b in
+          short.train_batches(0, 1)] == [got_0.tolist() for got_0 in [
+              image_ids(list(short.train_batches(0))[1]["image"])]]
+
+
 def test_cache_decoded_gives_the_same_batches(id_folder):
   config = folder_config(id_folder, train_augment="resize_crop_flip")
   plain = pipeline.create_datasets(config)

@@ -11,7 +11,7 @@ from gcp_jax.analysis import gradient_probe
 from gcp_jax.data.config import DataError
 from gcp_jax.data.pipeline import create_datasets
 from gcp_jax.models import build_model
-from gcp_jax.train import loop, restore
+from gcp_jax.train import loop, reporting, restore
 from gcp_jax.train.probe_hook import PROBE_FILE
 from gcp_jax.train.checkpoint import CheckpointMismatchError
 from gcp_jax.errors import ConfigError
@@ -57,6 +57,13 @@ def test_checkpoints_config_and_tensorboard_written(trained):
   assert os.path.exists(os.path.join(workdir, "config.json"))
   assert os.listdir(os.path.join(workdir, "tensorboard", "train"))
   assert os.listdir(os.path.join(workdir, "tensorboard", "eval"))
+  _, _, result = trained
+  evals = reporting.read_metrics(workdir, "eval")
+  assert [e["step"] for e in evals] == [21, 42]
+  assert evals == [{k: float(v) if k != "step" else v
+                    for k, v in e.items()} for e in result.eval_history]
+  assert [t["step"] for t in reporting.read_metrics(workdir, "train")] == [
+      h["step"] for h in result.history]
 
 
 def test_eval_mode_reproduces_final_metrics_without_reinitialising(trained):
@@ -106,6 +113,8 @@ def test_resume_continues_from_saved_step(trained, digits_dir,
   np.testing.assert_allclose(resumed.eval_metrics["loss"],
                              full.eval_metrics["loss"], rtol=1e-5)
   assert resumed.eval_metrics["top1"] == full.eval_metrics["top1"]
+  assert [e["step"] for e in reporting.read_metrics(workdir, "eval")] == [
+      21, 42]
   want = gradient_probe.load_results(os.path.join(full_workdir, PROBE_FILE))
   got = gradient_probe.load_results(path)
   assert [r.step for r in got] == [r.step for r in want]
