@@ -164,17 +164,24 @@ class ModelRun:
   workdir: str
 
 
+def tiny_model_config(model_name: str, width: int, dim: int
+                      ) -> ml_collections.ConfigDict:
+  """`config.model` of the published resnet_tiny model `model_name` with
+  backbone width `width` and, for a second-order head, d = `dim`."""
+  model = published_config(model_name)
+  changes = {"backbone_options": {"width": width}}
+  if model.head != "gap":
+    changes["dim"] = dim
+  return ml_collections.ConfigDict(model.replace(**changes).as_dict())
+
+
 def digits_config(settings: StudySettings,
                   base_config: ml_collections.ConfigDict,
                   model_name: str) -> ml_collections.ConfigDict:
   """`base_config` with the model, size, schedule and probe of `settings`
   (see the module docstring); `base_config` is not changed."""
   config = base_config.copy_and_resolve_references()
-  model = published_config(model_name)
-  changes = {"backbone_options": {"width": settings.width}}
-  if model.head != "gap":
-    changes["dim"] = settings.dim
-  config.model = ml_collections.ConfigDict(model.replace(**changes).as_dict())
+  config.model = tiny_model_config(model_name, settings.width, settings.dim)
   config.data.image_size = settings.image_size
   config.num_epochs = settings.num_epochs
   config.schedule = ml_collections.ConfigDict(

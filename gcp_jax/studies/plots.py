@@ -37,11 +37,16 @@ def model_color(label: str, index: int) -> str:
   return MODEL_COLORS.get(label, f"C{index}")
 
 
-def _save(fig: Figure, output_dir: str, name: str) -> str:
+def save_figure(fig: Figure, output_dir: str, filename: str) -> str:
+  """Writes `fig` as OUTPUT_DIR/FILENAME (PNG) and returns the path."""
   os.makedirs(output_dir, exist_ok=True)
-  path = os.path.join(output_dir, FIGURES[name])
+  path = os.path.join(output_dir, filename)
   fig.savefig(path, dpi=DPI, bbox_inches="tight")
   return path
+
+
+def _save(fig: Figure, output_dir: str, name: str) -> str:
+  return save_figure(fig, output_dir, FIGURES[name])
 
 
 def plot_lipschitz(bands: Mapping[str, ProbeBands], output_dir: str) -> str:
