@@ -1,67 +1,33 @@
-"""Executes notebooks/loss_landscape.ipynb top to bottom at the test scale.
-
-The kernel is a subprocess started by nbclient with the 'python3' kernelspec;
-jupyter_client launches a spec whose command is `python` with this test's
-interpreter (`sys.executable`), which a cell appended to the in-memory
-notebook checks. Kernel environment: this process's, so the kernel also
-sees conftest's 4 forced CPU devices, rank-promotion errors and disabled
-XLA optimisations (the notebook runs on a 4-device mesh; compiling
-dominates at the test scale, so it runs faster with the optimisations off:
-benchmarks/RESULTS.md, "Numbers from library and test docstrings").
-Bounded by a per-cell timeout; about two minutes on 2 idle CPU cores.
-"""
+"""Executes notebooks/loss_landscape.ipynb top to bottom at the test scale
+(tests/notebook_kernel.py: kernel, environment); about two minutes on 2 idle
+CPU cores."""
 
 import json
 import math
 import os
 import sys
-from pathlib import Path
 
-import nbformat
 import numpy as np
 import pytest
 from matplotlib import image as mimage
-from nbclient import NotebookClient
 
 from gcp_jax.studies import optimization, plots
+from tests import notebook_kernel
 
-NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / \
-    "loss_landscape.ipynb"
+NOTEBOOK = "loss_landscape.ipynb"
 LABELS = ["GAP", "iSQRT", "DropCov"]
-CELL_TIMEOUT_S = 240
-
-
-def _kernel_env(output_dir: Path) -> dict[str, str]:
-  env = dict(os.environ)
-  env.update(GCP_NOTEBOOK_SCALE="test", GCP_NOTEBOOK_OUTPUT=str(output_dir))
-  return env
+_stdout = notebook_kernel.stdout
 
 
 @pytest.fixture(scope="module")
 def executed(tmp_path_factory):
   """(executed notebook, output dir)."""
   output_dir = tmp_path_factory.mktemp("notebook_output")
-  nb = nbformat.read(NOTEBOOK, as_version=4)
-  nb.cells.append(nbformat.v4.new_code_cell(
-      "import sys; print('KERNEL:' + sys.executable)"))
-  client = NotebookClient(
-      nb, timeout=CELL_TIMEOUT_S, kernel_name="python3",
-      resources={"metadata": {"path": str(NOTEBOOK.parent)}})
-  client.execute(env=_kernel_env(output_dir))
-  return nb, output_dir
-
-
-def _stdout(cell) -> str:
-  return "".join(o.get("text", "") for o in cell.get("outputs", [])
-                 if o.get("output_type") == "stream"
-                 and o.get("name") == "stdout")
+  return notebook_kernel.execute(NOTEBOOK, output_dir), output_dir
 
 
 def test_saved_notebook_has_no_outputs():
-  nb = nbformat.read(NOTEBOOK, as_version=4)
-  for cell in nb.cells:
-    if cell.cell_type == "code":
-      assert not cell.outputs and cell.execution_count is None
+  assert notebook_kernel.saved_without_outputs(NOTEBOOK)
 
 
 def test_kernel_runs_this_interpreter(executed):
@@ -76,9 +42,7 @@ def test_every_figure_is_a_readable_png(executed):
     assert path.stat().st_size > 0, name
     pixels = mimage.imread(path)
     assert pixels.ndim == 3 and min(pixels.shape[:2]) > 100, name
-  shown = sum(1 for cell in nb.cells for o in cell.get("outputs", [])
-              if "image/png" in o.get("data", {}))
-  assert shown == len(plots.FIGURES)
+  assert notebook_kernel.shown_images(nb) == len(plots.FIGURES)
 
 
 def test_table_has_one_finite_row_per_model(executed):
