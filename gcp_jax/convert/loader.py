@@ -41,7 +41,7 @@ What the weights cannot tell (the caller builds the right model):
 import dataclasses
 import os
 import re
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import jax
 import numpy as np
@@ -215,7 +215,7 @@ def fit_checkpoint(checkpoint: CheckpointFile, template: Any, *,
                      if p not in converted or p in mismatched)
   report = ImportReport(
       path=path, format=fmt,
-      file_architecture=str(file_arch) if file_arch else "not a ResNet",
+      file_architecture=_family(file_arch, converted),
       loaded=tuple(p for p in paths if p not in not_loaded),
       not_loaded=not_loaded,
       missing=tuple(missing),
@@ -298,6 +298,21 @@ def _notes(fmt: str, file_arch: architecture.Architecture | None,
                    "model with padding='same' to compute MindSpore's "
                    "network (PyTorch padding computes another one)")
   return tuple(notes)
+
+
+def _family(file_arch: architecture.Architecture | None,
+            converted: Mapping[str, tuple[str, Any]]) -> str:
+  """The file's network in words: the ResNet `file_arch` describes, else
+  its family recognised by the converted names."""
+  if file_arch is not None:
+    return str(file_arch)
+  if TOKENIZER in converted:
+    return "DropCov transformer"
+  if MOBILE_MARKERS[0] in converted:
+    return "MobileNetV2"
+  if MOBILE_MARKERS[1] in converted:
+    return "ShuffleNetV2"
+  return "not a ResNet"
 
 
 def _mismatch_message(

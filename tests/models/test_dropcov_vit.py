@@ -43,6 +43,7 @@ def _import(torch_model, model, size, path):
   variables, report = load_pretrained(
       _save(torch_model.state_dict(), path), _template(model, size))
   assert not report.not_loaded and "pos_embed" in report.skipped
+  assert report.file_architecture == "DropCov transformer"
   return variables
 
 

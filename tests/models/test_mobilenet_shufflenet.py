@@ -259,6 +259,8 @@ def _reference_and_ours(reference, name, path, images, seed=0, classes=10):
   assert not (report.not_loaded or report.missing or report.unexpected
               or report.mismatched)
   assert len(report.loaded) == len(jax.tree.leaves(template))
+  assert report.file_architecture == (
+      "MobileNetV2" if name.startswith("mobilenet") else "ShuffleNetV2")
   assert len(report.skipped) == sum(
       k.endswith("num_batches_tracked") for k in ref.state_dict())
   return torch, ref, variables
@@ -352,6 +354,7 @@ def test_unfitting_reference_files_are_reported(reference, tmp_path):
                               ignore=(r"features\.19\..*",))
   assert report.unexpected == ("features.19.0.weight",)
   assert not report.not_loaded
+  assert report.file_architecture == "MobileNetV2"
 
 
 def test_the_names_are_import_only():
