@@ -196,8 +196,8 @@ def plot_corruption(results: Mapping[str, Mapping[str, Any]],
   left.set_title("mean over corruptions", fontsize=10)
   left.legend()
   right.set_xticks(range(len(corruptions)))
-  right.set_xticklabels([c.replace("_", "\n") for c in corruptions],
-                        fontsize=7)
+  right.set_xticklabels([c.replace("_", " ") for c in corruptions],
+                        fontsize=8, rotation=35, ha="right")
   right.set_ylabel("top-1 error")
   right.set_title("mean over severities 1-5", fontsize=10)
   right.legend(fontsize=8)
