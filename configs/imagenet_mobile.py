@@ -28,9 +28,9 @@ MobileNetV2*.py: kaiming-normal fan-out convolutions, N(0, 0.01) classifier,
 zero biases) and "pytorch_default" (ShuffleNetV2*.py has no init loop:
 PyTorch's Conv2d and Linear defaults).
 
-Left out (docs/design.md, 'Mobile recipes'): the ShuffleNetV2 recipe's
-ColorJitter(brightness=0.4, contrast=0.4, saturation=0.4) on the training
-crops (the data pipeline has no colour jitter).
+ShuffleNetV2 also jitters the training crops' colours as its
+ColorJitter(brightness=0.4, contrast=0.4, saturation=0.4)
+(`data.color_jitter`, gcp_jax.data.color_jitter); MobileNetV2 does not.
 
 Expected single-crop top-1 (%) from the GCP_Optimization README
 (docs/method.md §9):
@@ -80,5 +80,7 @@ def get_config(arg: str = "mobilenet_v2_isqrt,lrnorm"):
   config.optimizer.weight_decay = 4e-5
   config.schedule = {"name": schedule}
   config.num_epochs = epochs
+  if family == "shufflenet_v2":
+    config.data.color_jitter = (0.4, 0.4, 0.4)
   config.log_every_steps = 100
   return config

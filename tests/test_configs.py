@@ -184,6 +184,10 @@ def test_mobile_recipes_equal_the_reference(arg, batch, lr, epochs):
   assert config.optimizer.momentum == 0.9
   assert config.init_scheme == ("mobilenet_v2" if arg.startswith("mobilenet")
                                 else "pytorch_default")
+  # main_shufflenet.py: ColorJitter(brightness=0.4, contrast=0.4,
+  # saturation=0.4) after RandomResizedCrop; main.py (MobileNetV2): none.
+  assert tuple(config.data.color_jitter) == (
+      (0.0, 0.0, 0.0) if arg.startswith("mobilenet") else (0.4, 0.4, 0.4))
   steps = 7
   schedule = create_lr_schedule(config.schedule, config.learning_rate, steps,
                                 epochs)

@@ -37,6 +37,10 @@ Fields:
   randaugment        timm RandAugment policy applied to training images after
                      the crop and flip, e.g. "rand-m9-mstd0.5-inc1" (DeiT);
                      "" = off (`parse_randaugment` gives the grammar)
+  color_jitter       (brightness, contrast, saturation) strengths of
+                     torchvision's ColorJitter on the training crop
+                     (`color_jitter.color_jitter`; GCP_Optimization's
+                     ShuffleNetV2: 0.4 each); (0, 0, 0) = off
   random_erasing     probability of timm's RandomErasing of a training image
                      after normalisation (one box, area 2%..1/3, aspect
                      0.3..3.3, filled with N(0, 1) noise per pixel: DeiT's
@@ -152,6 +156,7 @@ def default_data_config() -> ml_collections.ConfigDict:
       "eval_batch_size": 128,
       "eval_views": 1,
       "randaugment": "",
+      "color_jitter": (0.0, 0.0, 0.0),
       "random_erasing": 0.0,
       "mixup_alpha": 0.0,
       "cutmix_alpha": 0.0,
@@ -180,6 +185,7 @@ class DataSettings:
   eval_batch_size: int
   eval_views: int
   randaugment: str
+  color_jitter: tuple[float, float, float]
   random_erasing: float
   mixup_alpha: float
   cutmix_alpha: float
@@ -225,6 +231,13 @@ class DataSettings:
                       f"(TenCrop).")
     if self.randaugment:
       parse_randaugment(self.randaugment)  # raises on a bad policy
+    jitter = self.color_jitter
+    if (not isinstance(jitter, (tuple, list)) or len(jitter) != 3
+        or not all(isinstance(x, (int, float)) and not isinstance(x, bool)
+                   and 0.0 <= x < float("inf") for x in jitter)):
+      raise DataError(f"data.color_jitter={jitter!r} must be three "
+                      f"strengths >= 0 (brightness, contrast, saturation), "
+                      f"e.g. (0.4, 0.4, 0.4); (0, 0, 0) = off.")
     if not 0.0 <= self.random_erasing <= 1.0:
       raise DataError(f"data.random_erasing={self.random_erasing} is a "
                       f"probability; use a value in [0, 1] (0 = off).")
@@ -270,6 +283,12 @@ class DataSettings:
     if not self.randaugment:
       return None
     return parse_randaugment(self.randaugment)
+
+  @property
+  def color_jitter_strengths(self) -> tuple[float, float, float] | None:
+    """`color_jitter` as floats, None when off."""
+    strengths = tuple(float(x) for x in self.color_jitter)
+    return strengths if any(strengths) else None
 
   @property
   def mixing(self) -> bool:

@@ -181,7 +181,8 @@ class Datasets:
         self._source.load("train", record), seed, augment=s.train_augment,
         image_size=s.image_size, resize_size=s.resize_size,
         scale_min=s.crop_scale_min, rand_augment=s.randaugment_spec,
-        erasing_probability=s.random_erasing)
+        erasing_probability=s.random_erasing,
+        color_jitter_strengths=s.color_jitter_strengths)
     return {"image": image, "label": record["label"]}
 
   def _eval_image_shape(self) -> list[int]:

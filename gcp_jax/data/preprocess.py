@@ -22,7 +22,7 @@ tf.string); the random crop of a JPEG is then decoded fused with the crop
 import math
 
 from gcp_jax.data.tensorflow_cpu import tf
-from gcp_jax.data import erasing, randaugment
+from gcp_jax.data import color_jitter, erasing, randaugment
 from gcp_jax.data.config import TRAIN_AUGMENTATIONS, RandAugmentSpec
 
 MEAN_RGB = (0.485, 0.456, 0.406)
@@ -201,7 +201,9 @@ def train_image(image: tf.Tensor, seed: tf.Tensor, *, augment: str,
                 image_size: int, resize_size: int,
                 scale_min: float = 0.08,
                 rand_augment: RandAugmentSpec | None = None,
-                erasing_probability: float = 0.0) -> tf.Tensor:
+                erasing_probability: float = 0.0,
+                color_jitter_strengths: tuple[float, float, float] | None = (
+                    None)) -> tf.Tensor:
   """A training example, a deterministic function of (image, seed).
 
   The order is timm's (DeiT): crop and flip, RandAugment, normalisation,
@@ -223,6 +225,10 @@ def train_image(image: tf.Tensor, seed: tf.Tensor, *, augment: str,
       after the crop and flip, or None.
     erasing_probability: probability of `erasing.random_erasing` (timm's
       'pixel' mode, one box) after normalisation; 0 = off.
+    color_jitter_strengths: (brightness, contrast, saturation) of
+      `color_jitter.color_jitter` on the crop (before the flip, with which
+      it commutes, as torchvision's ShuffleNetV2 recipe orders them), or
+      None.
 
   Returns:
     float32 (S, S, 3).
@@ -243,6 +249,10 @@ def train_image(image: tf.Tensor, seed: tf.Tensor, *, augment: str,
     else:
       image = resize_and_centre_crop(image, image_size=image_size,
                                      resize_size=resize_size)
+    if color_jitter_strengths is not None:
+      image = color_jitter.color_jitter(
+          image, tf.random.experimental.stateless_fold_in(seed, 3),
+          color_jitter_strengths)
     image = tf.image.stateless_random_flip_left_right(image, flip_seed)
   if rand_augment is not None:
     image = randaugment.rand_augment(

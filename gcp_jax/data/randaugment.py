@@ -38,6 +38,7 @@ from gcp_jax.data.config import RandAugmentSpec, parse_randaugment
 __all__ = ["MAX_LEVEL", "OP_PROBABILITY", "FILL_RGB", "OPS",
            "INCREASING_OPS", "RandAugmentSpec", "parse_randaugment",
            "rand_augment", "apply_op", "magnitude_arguments", "affine",
+           "quantize",
            "auto_contrast", "equalize", "invert", "posterize", "solarize",
            "solarize_add", "color", "contrast", "brightness", "sharpness",
            "rotate", "shear_x", "shear_y", "translate_x_rel",
@@ -70,7 +71,7 @@ def _float64(value) -> tf.Tensor:
   return tf.cast(value, tf.float64)
 
 
-def _quantize(image: tf.Tensor) -> tf.Tensor:
+def quantize(image: tf.Tensor) -> tf.Tensor:
   """Rounds and clips to the uint8 values a PIL image holds (as float32)."""
   return tf.clip_by_value(tf.round(tf.cast(image, tf.float32)), 0.0, 255.0)
 
@@ -449,7 +450,7 @@ def rand_augment(image: tf.Tensor, seed: tf.Tensor, spec: RandAugmentSpec,
     float32 (H, W, 3), integer values in [0, 255] (not normalised).
   """
   names = INCREASING_OPS if spec.increasing else OPS
-  image = _quantize(image)
+  image = quantize(image)
   layer_seeds = tf.random.experimental.stateless_split(
       seed, max(spec.num_layers, 1))
   for layer in range(spec.num_layers):
