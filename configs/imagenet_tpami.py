@@ -25,13 +25,13 @@ The recipe of the seed's `train.py` with `config/resnet{18,34,50}_imagenet
   data          Inception crop (scale 0.08-1, ratio 3/4-4/3) + flip at
                 224; evaluation resize 256, centre 224
   model         d = 128, 5 Newton-Schulz steps (DropCov rows: the DropCov
-                head); ResNet-50 pads 'same' as MindSpore does
+                head); ResNet-50 pads 'same' as MindSpore does; BatchNorm
+                epsilons the seed's (`bn_epsilon = "mindspore"`: 1e-4, and
+                1e-5 in the stem and shortcut BNs of ResNet-18/34; 1e-4 in
+                the head's reduction BN)
   precision     bf16 backbone without loss scaling, where the seed runs
                 fp16 (amp O3) with a static loss scale of 1024
                 (`half_precision`; set it False for float32)
-
-Not reproduced: the seed's BatchNorm epsilon of 1e-4 in most layers
-(gcp-jax: 1e-5 everywhere; docs/design.md, 'Checkpoint import').
 
 The seed README's table (ImageNet top-1 %, parameters, FLOPs; ARCH):
 
@@ -58,6 +58,8 @@ def get_config(arg: str = "resnet50_isqrt_d128"):
   config.model = model_config(arg)
   if arg.startswith("resnet50"):
     config.model.backbone_options.padding = "same"
+  config.model.backbone_options.bn_epsilon = "mindspore"
+  config.model.head_options.bn_epsilon = 1e-4
   use_imagenet(config, 256)
   config.extra_outputs = 1
   config.init_from_extra_class = "keep"

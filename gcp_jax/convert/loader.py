@@ -136,8 +136,17 @@ def _matches(patterns: Sequence[str], *keys: str | None) -> bool:
   return False
 
 
-def _convert(named: naming.Named, eps: dict[str, float]):
-  """Canonical arrays -> gcp-jax paths and layouts.
+def _module_path(path: str) -> str:
+  """"batch_stats/layer1/block0/bn1/var" -> "layer1/block0/bn1"."""
+  return path.split("/", 1)[-1].rsplit("/", 1)[0]
+
+
+def _convert(named: naming.Named, eps: dict[str, float],
+             model_eps: Mapping[str, float]):
+  """Canonical arrays -> gcp-jax paths and layouts; each BN variance
+  shifted by (file epsilon - model epsilon), both 1e-5 unless `eps`
+  (canonical module -> epsilon) and `model_eps` (module path -> epsilon)
+  say otherwise.
 
   Returns:
     ({path: (file name, array)}, [(file name, None)] unmapped,
@@ -158,9 +167,11 @@ def _convert(named: naming.Named, eps: dict[str, float]):
       bad_rank[path] = (source, array.shape)
       continue
     array = kind.to_jax(array)
-    module = canonical.removesuffix(".running_var")
-    if canonical.endswith(".running_var") and module in eps:
-      delta = eps[module] - naming.GCP_JAX_BN_EPSILON
+    if canonical.endswith(".running_var"):
+      module = canonical.removesuffix(".running_var")
+      delta = (eps.get(module, naming.GCP_JAX_BN_EPSILON)
+               - model_eps.get(_module_path(path),
+                               naming.GCP_JAX_BN_EPSILON))
       if delta:
         array = np.maximum(array.astype(np.float64) + delta,
                            0.0).astype(array.dtype)
@@ -170,14 +181,18 @@ def _convert(named: naming.Named, eps: dict[str, float]):
 
 
 def fit_checkpoint(checkpoint: CheckpointFile, template: Any, *,
-                   ignore: Sequence[str] = ()) -> tuple[Any, ImportReport]:
+                   ignore: Sequence[str] = (),
+                   model_bn_epsilons: Mapping[str, float] | None = None
+                   ) -> tuple[Any, ImportReport]:
   """The second half of `load_pretrained`: converts the arrays of a read
   file to the template's paths and layouts and checks them (see there for
-  `template`, `ignore`, the result and `WeightMappingError`)."""
+  `template`, `ignore`, `model_bn_epsilons`, the result and
+  `WeightMappingError`)."""
   path, fmt, eps = checkpoint.path, checkpoint.format, checkpoint.eps
   extra_class = checkpoint.extra_class
   named, skipped = checkpoint.named, checkpoint.skipped
-  converted, unmapped, bad_rank, shifted = _convert(named, eps)
+  converted, unmapped, bad_rank, shifted = _convert(
+      named, eps, model_bn_epsilons or {})
 
   flat, treedef = jax.tree_util.tree_flatten_with_path(template)
   paths = ["/".join(_key_name(k) for k in p) for p, _ in flat]
@@ -232,7 +247,8 @@ def load_pretrained(path: str | os.PathLike, template: Any, *,
                     extra_class: str = "last",
                     format: str = "auto",  # pylint: disable=redefined-builtin
                     bn_epsilon: float | None = None,
-                    rename: Sequence[tuple[str, str]] = ()
+                    rename: Sequence[tuple[str, str]] = (),
+                    model_bn_epsilons: Mapping[str, float] | None = None
                     ) -> tuple[Any, ImportReport]:
   """Loads a reference checkpoint into the structure of `template`.
 
@@ -255,6 +271,10 @@ def load_pretrained(path: str | os.PathLike, template: Any, *,
       for the stem and shortcut BNs of ResNet-18/34).
     rename: (regex, replacement) pairs applied with `re.sub` to the names
       in the file before anything else, for spellings not handled here.
+    model_bn_epsilons: {BN module path: epsilon} of the model
+      (`gcp_jax.models.layers.batch_norm_epsilons`); None = 1e-5 in every
+      BN. Each running variance is shifted by (file epsilon - model
+      epsilon), so the normalisation is the file's.
 
   Returns:
     (variables, report): variables has exactly the template's tree
@@ -270,7 +290,8 @@ def load_pretrained(path: str | os.PathLike, template: Any, *,
   checkpoint = read_checkpoint(
       path, extra_class=extra_class, format=format,
       bn_epsilon=bn_epsilon, rename=rename)
-  return fit_checkpoint(checkpoint, template, ignore=ignore)
+  return fit_checkpoint(checkpoint, template, ignore=ignore,
+                        model_bn_epsilons=model_bn_epsilons)
 
 
 def _unexpected_text(source: str, path: str | None) -> str:
@@ -284,8 +305,8 @@ def _notes(fmt: str, file_arch: architecture.Architecture | None,
   if shifted:
     values = ", ".join(f"{e:g}" for e in sorted(set(eps.values())))
     notes.append(f"{shifted} BatchNorm variances shifted by (file epsilon - "
-                 f"{naming.GCP_JAX_BN_EPSILON:g}) (file epsilons: {values}) "
-                 f"so that normalisation is unchanged")
+                 f"model epsilon) (file epsilons: {values or '1e-05'}) so "
+                 f"that normalisation is unchanged")
   if fmt == "mindspore":
     notes.append({
         "last": "classifier output 1000 (never a training target of an "

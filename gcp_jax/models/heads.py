@@ -54,13 +54,14 @@ class ReductionBlock(nn.Module):
   dim: int
   bn_axis_name: str | None = None
   activation: str = "relu"
+  bn_epsilon: float = 1e-5
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
     x = layers.conv(self.dim, 1, dtype=jnp.float32, precision=HIGHEST,
                     name="conv_reduce")(x.astype(jnp.float32))
     x = layers.batch_norm(train, self.bn_axis_name, dtype=jnp.float32,
-                          name="bn_reduce")(x)
+                          name="bn_reduce", epsilon=self.bn_epsilon)(x)
     check_activation(self.activation)
     return ACTIVATIONS[self.activation](x)
 
@@ -110,6 +111,8 @@ class GCPHead(nn.Module):
       MPN-COV VGG-16); () is one FC.
     hidden_dropout_rate: of the hidden layers (0.5, VGG's `nn.Dropout()`),
       with the 'dropout' RNG stream in training.
+    bn_epsilon: of the reduction block's BN (1e-5, PyTorch's; the seed's
+      MindSpore heads 1e-4).
   """
   num_classes: int
   dim: int
@@ -121,13 +124,14 @@ class GCPHead(nn.Module):
   reduce: bool = True
   hidden_dims: tuple[int, ...] = ()
   hidden_dropout_rate: float = 0.5
+  bn_epsilon: float = 1e-5
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
     rep = ops.get_representation(self.representation)
     if self.reduce:
       x = ReductionBlock(self.dim, self.bn_axis_name, self.activation,
-                         name="reduce")(x, train)
+                         self.bn_epsilon, name="reduce")(x, train)
     options = dict(self.representation_options)
     if self.representation == "svpn" and "start" not in options:
       # svPN's power iteration starts from a learned vector, N(0, 1) at
@@ -167,6 +171,7 @@ class DropCovHead(nn.Module):
       averaged (global-batch rate); None = per-device rate, as the reference
       under DataParallel.
     activation: of the reduction block, "relu" (default) or "relu6".
+    bn_epsilon: as in `GCPHead`.
   """
   num_classes: int
   dim: int
@@ -174,11 +179,12 @@ class DropCovHead(nn.Module):
   rate_axis_name: str | None = None
   bn_axis_name: str | None = None
   activation: str = "relu"
+  bn_epsilon: float = 1e-5
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
     x = ReductionBlock(self.dim, self.bn_axis_name, self.activation,
-                       name="reduce")(x, train)
+                       self.bn_epsilon, name="reduce")(x, train)
     kernel = self.param("eca_conv", _eca_init, (self.eca_kernel_size,))
     if train:
       a = ops.channel_attention(x, kernel)

@@ -161,12 +161,32 @@ class BatchNorm(nn.Module):
 
 
 def batch_norm(train: bool, axis_name: str | None, *, dtype: Dtype,
-               name: str) -> BatchNorm:
-  """BatchNorm with PyTorch momentum/eps; statistics synchronised over
-  `axis_name` when it is set (and bound by a mapped axis)."""
+               name: str, epsilon: float = 1e-5) -> BatchNorm:
+  """BatchNorm with PyTorch momentum and, by default, PyTorch's epsilon;
+  statistics synchronised over `axis_name` when it is set (and bound by a
+  mapped axis)."""
   return BatchNorm(use_running_average=not train,
                    axis_name=axis_name if train else None, dtype=dtype,
-                   name=name)
+                   epsilon=epsilon, name=name)
+
+
+def batch_norm_epsilons(model: nn.Module, image_size: int
+                        ) -> dict[str, float]:
+  """{module path, e.g. "layer1/block0/bn1": epsilon} of every `BatchNorm`
+  of `model`, read while initialising it abstractly on one image of
+  `image_size` (nothing is computed)."""
+  found: dict[str, float] = {}
+
+  def record(next_fun, args, kwargs, context):
+    if isinstance(context.module, BatchNorm):
+      found["/".join(context.module.path)] = float(context.module.epsilon)
+    return next_fun(*args, **kwargs)
+
+  with nn.intercept_methods(record):
+    jax.eval_shape(lambda: model.init(
+        jax.random.key(0), jnp.zeros((1, image_size, image_size, 3)),
+        False))
+  return found
 
 
 def dense(features: int, fan_in: int, *, name: str,

@@ -32,18 +32,23 @@ Dtype = Any
 
 
 class BasicBlock(nn.Module):
-  """Two 3x3 convs with an identity or 1x1-conv shortcut (expansion 1)."""
+  """Two 3x3 convs with an identity or 1x1-conv shortcut (expansion 1).
+  `bn_epsilon` is the epsilon of bn1 / bn2, `shortcut_bn_epsilon` that of
+  downsample_bn."""
   features: int
   stride: int = 1
   dtype: Dtype = jnp.float32
   bn_axis_name: str | None = None
   padding: str = "pytorch"
+  bn_epsilon: float = 1e-5
+  shortcut_bn_epsilon: float = 1e-5
   expansion: ClassVar[int] = 1
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
     bn = lambda name: layers.batch_norm(train, self.bn_axis_name,  # noqa: E731
-                                        dtype=self.dtype, name=name)
+                                        dtype=self.dtype, name=name,
+                                        epsilon=self.bn_epsilon)
     y = layers.conv(self.features, 3, self.stride, dtype=self.dtype,
                     name="conv1", padding=self.padding)(x)
     y = nn.relu(bn("bn1")(y))
@@ -59,6 +64,7 @@ class Bottleneck(nn.Module):
   The stride sits on the 3x3 conv (torchvision, "v1.5", what every GCP
   reference trains) unless `stride_in_1x1` (the original ResNet "v1", whose
   FLOP count the papers quote for ResNet-50: 3.86 G instead of 4.09 G).
+  Epsilons as in `BasicBlock`.
   """
   features: int
   stride: int = 1
@@ -66,12 +72,15 @@ class Bottleneck(nn.Module):
   bn_axis_name: str | None = None
   stride_in_1x1: bool = False
   padding: str = "pytorch"
+  bn_epsilon: float = 1e-5
+  shortcut_bn_epsilon: float = 1e-5
   expansion: ClassVar[int] = 4
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
     bn = lambda name: layers.batch_norm(train, self.bn_axis_name,  # noqa: E731
-                                        dtype=self.dtype, name=name)
+                                        dtype=self.dtype, name=name,
+                                        epsilon=self.bn_epsilon)
     s1, s3 = (self.stride, 1) if self.stride_in_1x1 else (1, self.stride)
     y = layers.conv(self.features, 1, s1, dtype=self.dtype, name="conv1")(x)
     y = nn.relu(bn("bn1")(y))
@@ -92,7 +101,8 @@ def _shortcut(block, x: jax.Array, train: bool) -> jax.Array:
   x = layers.conv(out, 1, block.stride, dtype=block.dtype,
                   name="downsample_conv")(x)
   return layers.batch_norm(train, block.bn_axis_name, dtype=block.dtype,
-                           name="downsample_bn")(x)
+                           name="downsample_bn",
+                           epsilon=block.shortcut_bn_epsilon)(x)
 
 
 class ResNetStage(nn.Module):
@@ -123,6 +133,7 @@ class ResNetStem(nn.Module):
   dtype: Dtype = jnp.float32
   bn_axis_name: str | None = None
   padding: str = "pytorch"
+  bn_epsilon: float = 1e-5
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
@@ -130,7 +141,7 @@ class ResNetStem(nn.Module):
     x = layers.conv(self.width, kernel, stride, dtype=self.dtype,
                     name="conv1", padding=self.padding)(x.astype(self.dtype))
     x = nn.relu(layers.batch_norm(train, self.bn_axis_name, dtype=self.dtype,
-                                  name="bn1")(x))
+                                  name="bn1", epsilon=self.bn_epsilon)(x))
     return x if self.small_input else layers.max_pool_3x3_s2(x, self.padding)
 
 
@@ -152,6 +163,11 @@ class ResNet(StemSplit):
       pad_mode='same', the odd pixel after; the seed's ResNet-50/101/152),
       for the stem, its max-pool and the 3x3 convolutions
       (`layers.conv`).
+    bn_epsilon: 'pytorch' (1e-5 in every BatchNorm) or 'mindspore' (the
+      seed's `_bn` / `_bn(c, res_base=True)`: 1e-4 in the blocks' BNs, and
+      in the stem's and the shortcuts' BNs 1e-5 for BasicBlock nets,
+      ResNet-18/34, and 1e-4 for Bottleneck nets); docs/design.md,
+      'Checkpoint import'.
   """
   stage_sizes: tuple[int, ...]
   block_cls: type[nn.Module]
@@ -163,13 +179,17 @@ class ResNet(StemSplit):
   bn_axis_name: str | None = None
   stride_in_1x1: bool = False
   padding: str = "pytorch"
+  bn_epsilon: str = "pytorch"
 
   def setup(self):
     layers.check_padding(self.padding)
+    block_eps, base_eps = self._epsilons()
     self.stem_block = ResNetStem(self.width, self.small_input, self.dtype,
-                                 self.bn_axis_name, self.padding, name="stem")
+                                 self.bn_axis_name, self.padding, base_eps,
+                                 name="stem")
     strides = (1,) + (2,) * (len(self.stage_sizes) - 2) + (self.last_stride,)
-    block_options = (("padding", self.padding),)
+    block_options = (("padding", self.padding), ("bn_epsilon", block_eps),
+                     ("shortcut_bn_epsilon", base_eps))
     if self.stride_in_1x1:
       if self.block_cls is not Bottleneck:
         raise ValueError("stride_in_1x1 applies to Bottleneck ResNets "
@@ -179,6 +199,15 @@ class ResNet(StemSplit):
         ResNetStage(self.block_cls, n, self.width * 2 ** i, s, self.dtype,
                     self.bn_axis_name, block_options, name=f"layer{i + 1}")
         for i, (n, s) in enumerate(zip(self.stage_sizes, strides))]
+
+  def _epsilons(self) -> tuple[float, float]:
+    """(epsilon of the blocks' BNs, of the stem's and shortcuts' BNs)."""
+    if self.bn_epsilon == "pytorch":
+      return 1e-5, 1e-5
+    if self.bn_epsilon == "mindspore":
+      return 1e-4, (1e-5 if self.block_cls is BasicBlock else 1e-4)
+    raise ValueError(f"bn_epsilon must be 'pytorch' or 'mindspore', got "
+                     f"{self.bn_epsilon!r}.")
 
   def from_stem(self, h: jax.Array, train: bool) -> jax.Array:
     """Stem output -> logits (B, num_classes), float32."""

@@ -30,7 +30,7 @@ from flax import linen as nn
 from gcp_jax import backend
 from gcp_jax.convert import (CheckpointFile, ImportReport, WeightMappingError,
                              fit_checkpoint, read_checkpoint)
-from gcp_jax.models import resnet
+from gcp_jax.models import layers, resnet
 
 PyTree = dict
 
@@ -68,9 +68,13 @@ def check_padding(checkpoint: CheckpointFile, model: nn.Module) -> None:
 
 
 def _import(checkpoint: CheckpointFile, config: ml_collections.ConfigDict,
-            template: PyTree) -> tuple[PyTree, ImportReport]:
-  variables, report = fit_checkpoint(checkpoint, template,
-                                     ignore=tuple(config.init_from_ignore))
+            template: PyTree, model: nn.Module, image_size: int
+            ) -> tuple[PyTree, ImportReport]:
+  """Fits the file to `template`, each BN variance shifted from the file's
+  epsilon to the model's (`layers.batch_norm_epsilons`)."""
+  variables, report = fit_checkpoint(
+      checkpoint, template, ignore=tuple(config.init_from_ignore),
+      model_bn_epsilons=layers.batch_norm_epsilons(model, image_size))
   logging.warning("%s", report.summary())
   return variables, report
 
@@ -91,7 +95,7 @@ def pretrained_variables(checkpoint: CheckpointFile,
   x = jnp.zeros((1, image_size, image_size, 3), jnp.float32)
   fresh = backend.jit(model.init, static_argnums=2)(
       jax.random.key(config.seed), x, False)
-  return _import(checkpoint, config, fresh)
+  return _import(checkpoint, config, fresh, model, image_size)
 
 
 def eval_variables(checkpoint: CheckpointFile,
@@ -102,7 +106,8 @@ def eval_variables(checkpoint: CheckpointFile,
   x = jax.ShapeDtypeStruct((1, image_size, image_size, 3), jnp.float32)
   template = jax.eval_shape(
       lambda images: model.init(jax.random.key(0), images, False), x)
-  variables, report = _import(checkpoint, config, template)
+  variables, report = _import(checkpoint, config, template, model,
+                              image_size)
   if report.not_loaded:
     shown = ", ".join(report.not_loaded[:10])
     raise WeightMappingError(

@@ -10,6 +10,7 @@ from gcp_jax.convert import load_pretrained
 from gcp_jax.convert import mindspore_files
 from gcp_jax.convert import read_mindspore_checkpoint
 from gcp_jax.convert import write_mindspore_checkpoint
+from gcp_jax.models import layers
 from tests.convert import helpers
 
 TINY = dict(width=8, small_input=True, dim=16)
@@ -84,6 +85,54 @@ def test_mindspore_checkpoint_logits_match_reference(tref, tmp_path,
           "moments.conv1.weight", "moments.end_point.weight"} <= set(
               report.skipped)
   assert any("BatchNorm variances shifted" in n for n in report.notes)
+
+
+def test_a_model_with_the_seeds_epsilons_loads_unshifted(tref, tmp_path):
+  """The seed's BasicBlock net (BN epsilon 1e-4, 1e-5 on the stem and the
+  shortcuts, 1e-4 in the head) with running variances of 1e-5..3e-4, where
+  the epsilon matters. gcp-jax with bn_epsilon='mindspore' and a head BN
+  epsilon of 1e-4 has the same epsilons, loads the variances unshifted and
+  gives the reference logits; the default model (1e-5) gives them too,
+  through the shift; the seed's model without `model_bn_epsilons` (shifted
+  and normalised with 1e-4: epsilon counted twice) does not."""
+  import torch  # pylint: disable=import-outside-toplevel
+  size = 16
+  torch_model = tref.randomize(
+      tref.build("resnet_tiny", 1001, head="isqrt",
+                 bn_eps=tref.mindspore_bn_eps, **TINY), 8)
+  generator = torch.Generator().manual_seed(0)
+  with torch.no_grad():
+    for module in torch_model.modules():
+      if isinstance(module, torch.nn.BatchNorm2d):
+        module.running_var.uniform_(1e-5, 3e-4, generator=generator)
+  eps = sorted(m.eps for m in torch_model.modules()
+               if isinstance(m, torch.nn.BatchNorm2d))
+  state = {k: v.numpy() for k, v in torch_model.state_dict().items()}
+  path = tmp_path / "seed.ckpt"
+  write_mindspore_checkpoint(
+      tref.mindspore_names(state, np.random.default_rng(3)), path)
+  images = helpers.random_images(size)
+  expected = tref.logits(torch_model, images)
+  seed_eps = dict(bn_epsilon="mindspore", head_options={"bn_epsilon": 1e-4})
+
+  def error(model_bn_epsilons, **overrides):
+    model, template = helpers.model_and_template(
+        "resnet_tiny_isqrt", 1001, size, **TINY, **overrides)
+    if model_bn_epsilons:
+      model_bn_epsilons = layers.batch_norm_epsilons(model, size)
+      assert sorted(model_bn_epsilons.values()) == pytest.approx(
+          eps if overrides else [1e-5] * len(eps))
+    variables, report = load_pretrained(
+        path, template, extra_class="keep",
+        model_bn_epsilons=model_bn_epsilons)
+    got = helpers.jax_logits(model, variables, images)
+    shifted = any("variances shifted" in n for n in report.notes)
+    return np.abs(got - expected).max() / np.abs(expected).max(), shifted
+
+  assert error(True, **seed_eps) <= (helpers.RELATIVE_TOLERANCE, False)
+  tolerance, shifted = error(True)
+  assert tolerance <= helpers.RELATIVE_TOLERANCE and shifted
+  assert error(False, **seed_eps)[0] > 100 * helpers.RELATIVE_TOLERANCE
 
 
 def test_mindspore_bottleneck_names_and_epsilon(tref, tmp_path):

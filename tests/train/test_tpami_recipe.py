@@ -13,10 +13,11 @@ from configs.common import model_config
 from gcp_jax.convert import export_state_dict, write_mindspore_checkpoint
 from gcp_jax.data.digits import write_digits_image_folder
 from gcp_jax.errors import ConfigError
-from gcp_jax.models import create_model
+from gcp_jax.models import create_model, layers
 from gcp_jax.train import loop
 from gcp_jax.train.config_check import check_training_config
 from gcp_jax.train.optim import param_groups
+from gcp_jax.train.pretrained import pretrained_variables, read_init_from
 from gcp_jax.train.schedules import create_lr_schedule
 
 STEPS_PER_EPOCH = 5004   # 1281167 // 256, as the seed's array assumes
@@ -53,6 +54,28 @@ def test_loss_and_outputs_are_the_seeds():
   assert config.model.backbone_options.padding == "same"
   assert "padding" not in imagenet_tpami.get_config(
       "resnet34_isqrt_d128").model.backbone_options
+  for arch in imagenet_tpami.ARCHS:
+    model = imagenet_tpami.get_config(arch).model
+    assert model.backbone_options.bn_epsilon == "mindspore"
+    assert model.head_options.bn_epsilon == 1e-4
+
+
+@pytest.mark.parametrize("arch", ["resnet18_isqrt_d128",
+                                  "resnet50_dropcov_d128"])
+def test_batch_norm_epsilons_are_the_seeds(arch):
+  """src/resnet.py: `_bn(c)` has eps 1e-4, `_bn(c, res_base=True)` 1e-5;
+  ResNet-18/34 (res_base) use the latter for the stem's bn1 and the
+  shortcuts' BN, ResNet-50 never; the head's layer_reduce_bn is
+  `_bn(128)`."""
+  config = imagenet_tpami.get_config(arch)
+  model = loop.build_model(config, 1001)
+  eps = layers.batch_norm_epsilons(model, 64)
+  res_base = arch.startswith("resnet18")
+  for path, value in eps.items():
+    base = path == "stem/bn1" or path.endswith("downsample_bn")
+    assert value == (1e-5 if res_base and base else 1e-4), path
+  assert eps["head/reduce/bn_reduce"] == 1e-4
+  assert len(eps) == (21 if res_base else 54)
 
 
 def test_decay_mask_is_the_seeds_name_rule():
@@ -81,6 +104,8 @@ def _tiny_recipe(tmp_path, num_train_steps: int):
   16 px, learning rates 0 (the state keeps its starting values)."""
   config = imagenet_tpami.get_config("resnet18_isqrt_d128")
   config.model = model_config("resnet_tiny_isqrt")
+  config.model.backbone_options.bn_epsilon = "mindspore"   # the recipe's
+  config.model.head_options.bn_epsilon = 1e-4
   config.data.name = "image_folder"
   config.data.data_dir = write_digits_image_folder(str(tmp_path / "digits"))
   config.data.update({"image_size": 16, "global_batch_size": 64,
@@ -102,6 +127,12 @@ def test_tiny_seed_recipe_loads_a_1001_way_file_and_trains(tmp_path):
       export_state_dict(source), np.random.default_rng(0)), path)
   config = _tiny_recipe(tmp_path, num_train_steps=2)
   config.init_from = path
+  # The file's epsilons (the seed's) are the model's: variances unshifted.
+  imported, report = pretrained_variables(
+      read_init_from(config), config, loop.build_model(config, 11), 16)
+  assert not any("shifted" in note for note in report.notes)
+  jax.tree.map(np.testing.assert_array_equal, imported["batch_stats"],
+               jax.device_get(source["batch_stats"]))
   result = loop.train_and_evaluate(config, str(tmp_path / "run"))
   params = jax.device_get(result.state.params)
   assert params["head"]["fc"]["kernel"].shape == (136, 11)
