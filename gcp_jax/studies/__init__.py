@@ -7,6 +7,7 @@ and measure them with `gcp_jax.analysis`, for the notebooks.
   summary        the numbers the study reports: probe bands, landscape
                  rise, the summary table
   plots          matplotlib figures of those results, saved as PNG
+  presets        choosing a study's named settings
   convergence    GAP vs GCP vs DropCov under LRnorm / LRfast / LRadju:
                  held-out top-1 against the epoch, epochs to GAP's target
                  (notebooks/gcp_merits.ipynb)

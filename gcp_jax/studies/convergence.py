@@ -49,7 +49,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from gcp_jax.analysis import results_io
-from gcp_jax.studies import plots
+from gcp_jax.studies import plots, presets
 from gcp_jax.studies.optimization import (DIGITS_MODELS, config_from_workdir,
                                           tiny_model_config)
 from gcp_jax.train import checkpoint as ckpt_lib
@@ -117,10 +117,7 @@ PRESETS = {
 
 def preset(name: str) -> ConvergenceSettings:
   """The settings called `name` ('default' or 'test')."""
-  if name not in PRESETS:
-    raise ValueError(f"Unknown preset {name!r}; choose one of "
-                     f"{', '.join(PRESETS)}.")
-  return PRESETS[name]
+  return presets.choose(PRESETS, name)
 
 
 @dataclasses.dataclass(frozen=True)

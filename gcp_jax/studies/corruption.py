@@ -42,7 +42,7 @@ from matplotlib.figure import Figure
 
 from gcp_jax.analysis import results_io
 from gcp_jax.analysis import robustness_metrics as rm
-from gcp_jax.studies import plots
+from gcp_jax.studies import plots, presets
 from gcp_jax.train.robustness import run_robustness
 
 FIGURE = "corruption.png"
@@ -77,10 +77,7 @@ PRESETS = {
 
 def preset(name: str) -> CorruptionSettings:
   """The settings called `name` ('default' or 'test')."""
-  if name not in PRESETS:
-    raise ValueError(f"Unknown preset {name!r}; choose one of "
-                     f"{', '.join(PRESETS)}.")
-  return PRESETS[name]
+  return presets.choose(PRESETS, name)
 
 
 def robustness_config(config: ml_collections.ConfigDict,

@@ -63,7 +63,7 @@ from gcp_jax.analysis import (gradient_probe, hessian, landscape, results_io,
                               spectral)
 from gcp_jax.data.pipeline import create_datasets
 from gcp_jax.model_config import published_config
-from gcp_jax.studies import summary
+from gcp_jax.studies import presets, summary
 from gcp_jax.train import loop, probe_hook, restore
 
 # label -> published model name; the plots colour the labels GAP red, GCP blue,
@@ -150,10 +150,7 @@ PRESETS = {
 
 def preset(name: str) -> StudySettings:
   """The settings called `name` ('default' or 'test')."""
-  if name not in PRESETS:
-    raise ValueError(f"Unknown preset {name!r}; choose one of "
-                     f"{', '.join(PRESETS)}.")
-  return PRESETS[name]
+  return presets.choose(PRESETS, name)
 
 
 @dataclasses.dataclass(frozen=True)
