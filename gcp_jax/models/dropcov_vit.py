@@ -39,7 +39,8 @@ import numpy as np
 from flax import linen as nn
 
 from gcp_jax.models import layers
-from gcp_jax.models.vit import DropPath
+from gcp_jax.models import vit
+from gcp_jax.models.vit import EncoderBlock, TokenBackbone
 
 Dtype = Any
 normal_002 = nn.initializers.normal(0.02)
@@ -70,14 +71,14 @@ def _torch_conv(features: int, kernel: int, fan_in: int, use_bias: bool,
 
 def _linear(features: int, dtype: Dtype, name: str,
             use_bias: bool = True) -> nn.Dense:
-  return nn.Dense(features, use_bias=use_bias, kernel_init=normal_002,
-                  bias_init=nn.initializers.zeros, dtype=dtype,
-                  param_dtype=jnp.float32, name=name)
+  """The reference's Linear: N(0, 0.02) kernel, zero bias."""
+  return vit.linear(features, dtype, name, kernel_init=normal_002,
+                    use_bias=use_bias)
 
 
 def _layer_norm(dtype: Dtype, name: str) -> nn.LayerNorm:
-  return nn.LayerNorm(epsilon=1e-5, dtype=dtype, param_dtype=jnp.float32,
-                      name=name)
+  """The reference's LayerNorm (PyTorch's epsilon 1e-5)."""
+  return vit.layer_norm(dtype, name, epsilon=1e-5)
 
 
 class DenseTokenizer(nn.Module):
@@ -150,27 +151,21 @@ class Attention(nn.Module):
     return _linear(d, self.dtype, "proj")(y.reshape(b, n, d))
 
 
-class ReferenceBlock(nn.Module):
-  """Pre-norm block: x + MHSA(LN(x)), x + MLP(LN(x)) with hidden width
-  int(D * mlp_ratio), exact GELU."""
-  num_heads: int
-  mlp_ratio: float = 4.0
-  drop_path: float = 0.0
-  dtype: Dtype = jnp.float32
+class ReferenceBlock(EncoderBlock):
+  """`vit.EncoderBlock` with the reference's pieces: `Attention` (no qkv
+  bias), LayerNorm eps 1e-5, N(0, 0.02) linears."""
 
-  @nn.compact
-  def __call__(self, x: jax.Array, train: bool) -> jax.Array:
-    d = x.shape[-1]
-    y = Attention(self.num_heads, self.dtype, name="attn")(
-        _layer_norm(self.dtype, "norm1")(x))
-    x = x + DropPath(self.drop_path, name="drop_path1")(y, train)
-    y = _layer_norm(self.dtype, "norm2")(x)
-    y = _linear(int(d * self.mlp_ratio), self.dtype, "mlp_fc1")(y)
-    y = _linear(d, self.dtype, "mlp_fc2")(nn.gelu(y, approximate=False))
-    return x + DropPath(self.drop_path, name="drop_path2")(y, train)
+  def attention(self, y: jax.Array) -> jax.Array:
+    return Attention(self.num_heads, self.dtype, name="attn")(y)
+
+  def layer_norm(self, name: str) -> nn.Module:
+    return _layer_norm(self.dtype, name)
+
+  def linear(self, features: int, name: str) -> nn.Module:
+    return _linear(features, self.dtype, name)
 
 
-class DropCovViT(nn.Module):
+class DropCovViT(TokenBackbone):
   """DropCov's transformer: conv tokenizer + ViT blocks + token head.
 
   Attributes:
@@ -200,21 +195,13 @@ class DropCovViT(nn.Module):
                                     dtype=self.dtype)
     self.cls_token = self.param("cls_token", normal_002,
                                 (1, 1, self.embed_dim))
-    rates = [self.drop_path_rate * i / max(self.depth - 1, 1)
-             for i in range(self.depth)]
-    self.blocks = [ReferenceBlock(self.num_heads, self.mlp_ratio, r,
-                                  self.dtype, name=f"block{i}")
-                   for i, r in enumerate(rates)]
+    self.blocks = self.encoder_blocks(ReferenceBlock)
     self.norm = _layer_norm(self.dtype, "norm")
 
   def stem(self, x: jax.Array, train: bool) -> jax.Array:
     """(B, H, W, 3) -> tokens (B, 1 + N, D): tokenizer, class token,
     sinusoid positions."""
-    if x.shape[1:3] != (self.image_size, self.image_size):
-      raise ValueError(
-          f"DropCovViT was built for {self.image_size}x{self.image_size} "
-          f"images (image_size={self.image_size}), got {x.shape[1]}x"
-          f"{x.shape[2]}; resize the input or set image_size.")
+    self.check_image_size(x)
     p = self.tokenizer(x.astype(self.dtype), train)
     b, n, d = p.shape
     cls = jnp.broadcast_to(self.cls_token, (b, 1, d))
@@ -222,12 +209,3 @@ class DropCovViT(nn.Module):
     tokens = tokens + jnp.asarray(sinusoid_table(1 + n, d), p.dtype)[None]
     self.sow("intermediates", "stem_out", tokens)
     return tokens
-
-  def from_stem(self, tokens: jax.Array, train: bool) -> jax.Array:
-    """Tokens -> (B, num_classes) float32 logits."""
-    for block in self.blocks:
-      tokens = block(tokens, train)
-    return self.head(self.norm(tokens), train)
-
-  def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-    return self.from_stem(self.stem(x, train), train)

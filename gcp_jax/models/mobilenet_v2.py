@@ -42,7 +42,7 @@ import jax.numpy as jnp
 from flax import linen as nn
 
 from gcp_jax.models import layers
-from gcp_jax.models.split import StemSplit
+from gcp_jax.models.split import ConvBNAct, MobileBackbone
 
 Dtype = Any
 
@@ -56,26 +56,10 @@ STEM_CHANNELS = 32
 LAST_CHANNELS = 1280
 
 
-class ConvBNReLU6(nn.Module):
-  """k x k conv (no bias, PyTorch padding k // 2) -> BN -> ReLU6.
-
-  (B, H, W, C_in) -> (B, ceil(H / s), ceil(W / s), features). `groups` =
-  features = C_in makes the convolution depthwise.
-  """
-  features: int
-  kernel: int
-  stride: int = 1
-  groups: int = 1
-  dtype: Dtype = jnp.float32
-  bn_axis_name: str | None = None
-
-  @nn.compact
-  def __call__(self, x: jax.Array, train: bool) -> jax.Array:
-    x = layers.conv(self.features, self.kernel, self.stride, dtype=self.dtype,
-                    groups=self.groups, name="conv")(x)
-    x = layers.batch_norm(train, self.bn_axis_name, dtype=self.dtype,
-                          name="bn")(x)
-    return nn.relu6(x)
+class ConvBNReLU6(ConvBNAct):
+  """k x k conv (no bias, PyTorch padding k // 2) -> BN -> ReLU6
+  (`split.ConvBNAct`); `groups` = features = C_in makes it depthwise."""
+  relu6: bool = True
 
 
 class InvertedResidual(nn.Module):
@@ -107,29 +91,13 @@ class InvertedResidual(nn.Module):
     return y
 
 
-class MobileNetV2(StemSplit):
-  """MobileNetV2 backbone + head (module docstring).
-
-  Attributes:
-    head: a head module (`GAPHead`, `GCPHead`, `DropCovHead`).
-    last_stride: stride of the first block of the 160-channel stage, the
-      last strided one: 2 in the reference for GAP and GCP alike (7 x 7 at
-      224 px); 1 keeps a 14 x 14 map.
-    width_mult: channel multiplier of the reference (1.0 in every
-      GCP_Optimization model).
-    dtype: backbone compute dtype (params stay float32; heads use float32).
-    bn_axis_name: mapped axis over which BN statistics are averaged in
-      training (None: per-device statistics).
-  """
-  head: nn.Module
-  last_stride: int = 2
-  width_mult: float = 1.0
-  dtype: Dtype = jnp.float32
-  bn_axis_name: str | None = None
+class MobileNetV2(MobileBackbone):
+  """MobileNetV2 backbone + head (module docstring). `last_stride` is the
+  stride of the first block of the 160-channel stage; `width_mult` any
+  positive multiplier. Fields: `MobileBackbone`."""
 
   def setup(self):
-    if self.last_stride not in (1, 2):
-      raise ValueError(f"last_stride must be 1 or 2, got {self.last_stride}.")
+    self.check_last_stride()
     self.stem_block = ConvBNReLU6(int(STEM_CHANNELS * self.width_mult), 3, 2,
                                   dtype=self.dtype,
                                   bn_axis_name=self.bn_axis_name, name="stem")
@@ -141,15 +109,7 @@ class MobileNetV2(StemSplit):
         blocks.append(InvertedResidual(
             int(c * self.width_mult), s if i == 0 else 1, t, self.dtype,
             self.bn_axis_name, name=f"block{len(blocks)}"))
-    self.blocks = blocks
-    self.conv_last = ConvBNReLU6(
+    self.units = blocks
+    self.last_conv = ConvBNReLU6(
         int(LAST_CHANNELS * max(1.0, self.width_mult)), 1, dtype=self.dtype,
         bn_axis_name=self.bn_axis_name, name="conv_last")
-
-  def from_stem(self, h: jax.Array, train: bool) -> jax.Array:
-    """Stem output -> logits (B, num_classes), float32."""
-    for block in self.blocks:
-      h = block(h, train)
-    h = self.conv_last(h, train)
-    self.sow("intermediates", "features_out", h)
-    return self.head(h, train)

@@ -31,10 +31,12 @@ from gcp_jax.models.split import StemSplit
 Dtype = Any
 
 
-class BasicBlock(nn.Module):
-  """Two 3x3 convs with an identity or 1x1-conv shortcut (expansion 1).
-  `bn_epsilon` is the epsilon of bn1 / bn2, `shortcut_bn_epsilon` that of
-  downsample_bn."""
+class ResidualBlock(nn.Module):
+  """Fields and BatchNorm of the ResNet blocks: `features` channels (times
+  the subclass's `expansion` at the output), the block's `stride`, compute
+  `dtype`, BN statistics synchronised over `bn_axis_name`, 3x3 `padding`
+  ('pytorch' or 'same'), and the epsilons of the block's BNs
+  (`bn_epsilon`) and of its shortcut BN (`shortcut_bn_epsilon`)."""
   features: int
   stride: int = 1
   dtype: Dtype = jnp.float32
@@ -42,53 +44,47 @@ class BasicBlock(nn.Module):
   padding: str = "pytorch"
   bn_epsilon: float = 1e-5
   shortcut_bn_epsilon: float = 1e-5
+
+  def bn(self, train: bool, name: str) -> nn.Module:
+    return layers.batch_norm(train, self.bn_axis_name, dtype=self.dtype,
+                             name=name, epsilon=self.bn_epsilon)
+
+
+class BasicBlock(ResidualBlock):
+  """Two 3x3 convs with an identity or 1x1-conv shortcut (expansion 1)."""
   expansion: ClassVar[int] = 1
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
-    bn = lambda name: layers.batch_norm(train, self.bn_axis_name,  # noqa: E731
-                                        dtype=self.dtype, name=name,
-                                        epsilon=self.bn_epsilon)
     y = layers.conv(self.features, 3, self.stride, dtype=self.dtype,
                     name="conv1", padding=self.padding)(x)
-    y = nn.relu(bn("bn1")(y))
+    y = nn.relu(self.bn(train, "bn1")(y))
     y = layers.conv(self.features, 3, dtype=self.dtype, name="conv2",
                     padding=self.padding)(y)
-    y = bn("bn2")(y)
+    y = self.bn(train, "bn2")(y)
     return nn.relu(y + _shortcut(self, x, train))
 
 
-class Bottleneck(nn.Module):
+class Bottleneck(ResidualBlock):
   """1x1 -> 3x3 -> 1x1 (x4 channels) with a shortcut.
 
   The stride sits on the 3x3 conv (torchvision, "v1.5", what every GCP
   reference trains) unless `stride_in_1x1` (the original ResNet "v1", whose
   FLOP count the papers quote for ResNet-50: 3.86 G instead of 4.09 G).
-  Epsilons as in `BasicBlock`.
   """
-  features: int
-  stride: int = 1
-  dtype: Dtype = jnp.float32
-  bn_axis_name: str | None = None
   stride_in_1x1: bool = False
-  padding: str = "pytorch"
-  bn_epsilon: float = 1e-5
-  shortcut_bn_epsilon: float = 1e-5
   expansion: ClassVar[int] = 4
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
-    bn = lambda name: layers.batch_norm(train, self.bn_axis_name,  # noqa: E731
-                                        dtype=self.dtype, name=name,
-                                        epsilon=self.bn_epsilon)
     s1, s3 = (self.stride, 1) if self.stride_in_1x1 else (1, self.stride)
     y = layers.conv(self.features, 1, s1, dtype=self.dtype, name="conv1")(x)
-    y = nn.relu(bn("bn1")(y))
+    y = nn.relu(self.bn(train, "bn1")(y))
     y = layers.conv(self.features, 3, s3, dtype=self.dtype, name="conv2",
                     padding=self.padding)(y)
-    y = nn.relu(bn("bn2")(y))
+    y = nn.relu(self.bn(train, "bn2")(y))
     y = layers.conv(self.features * 4, 1, dtype=self.dtype, name="conv3")(y)
-    y = bn("bn3")(y)
+    y = self.bn(train, "bn3")(y)
     return nn.relu(y + _shortcut(self, x, train))
 
 

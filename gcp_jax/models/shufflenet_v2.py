@@ -38,7 +38,7 @@ import jax.numpy as jnp
 from flax import linen as nn
 
 from gcp_jax.models import layers
-from gcp_jax.models.split import StemSplit
+from gcp_jax.models.split import ConvBNAct, MobileBackbone
 
 Dtype = Any
 
@@ -120,67 +120,31 @@ class ShuffleStage(nn.Module):
     return x
 
 
-class ConvBNReLU(nn.Module):
+class ConvBNReLU(ConvBNAct):
   """k x k conv (no bias, padding k // 2) -> BN -> ReLU, then the 3x3/2
-  max-pool (padding 1) when `max_pool`: the stem and conv5."""
-  features: int
-  kernel: int
-  stride: int = 1
-  max_pool: bool = False
-  dtype: Dtype = jnp.float32
-  bn_axis_name: str | None = None
-
-  @nn.compact
-  def __call__(self, x: jax.Array, train: bool) -> jax.Array:
-    x = layers.conv(self.features, self.kernel, self.stride, dtype=self.dtype,
-                    name="conv")(x)
-    x = nn.relu(layers.batch_norm(train, self.bn_axis_name, dtype=self.dtype,
-                                  name="bn")(x))
-    return layers.max_pool_3x3_s2(x) if self.max_pool else x
+  max-pool (padding 1) when `max_pool`: the stem and conv5
+  (`split.ConvBNAct`)."""
 
 
-class ShuffleNetV2(StemSplit):
-  """ShuffleNetV2 backbone + head (module docstring).
-
-  Attributes:
-    head: a head module (`GAPHead`, `GCPHead`, `DropCovHead`).
-    last_stride: stride of the first unit of stage4, the last strided one:
-      2 in the reference for GAP and GCP alike (7 x 7 at 224 px); 1 keeps a
-      14 x 14 map.
-    width_mult: a key of `SIZES` (the reference's x0.5 .. x2.0; 1.0 is the
-      size GCP_Optimization trains).
-    dtype: backbone compute dtype (params stay float32; heads use float32).
-    bn_axis_name: mapped axis over which BN statistics are averaged in
-      training (None: per-device statistics).
-  """
-  head: nn.Module
-  last_stride: int = 2
-  width_mult: float = 1.0
-  dtype: Dtype = jnp.float32
-  bn_axis_name: str | None = None
+class ShuffleNetV2(MobileBackbone):
+  """ShuffleNetV2 backbone + head (module docstring). `last_stride` is the
+  stride of the first unit of stage4; `width_mult` a key of `SIZES` (the
+  reference's x0.5 .. x2.0). Fields: `MobileBackbone`."""
 
   def setup(self):
     if self.width_mult not in SIZES:
       raise ValueError(f"ShuffleNetV2 width_mult must be one of "
                        f"{', '.join(map(str, SIZES))}, got {self.width_mult}.")
-    if self.last_stride not in (1, 2):
-      raise ValueError(f"last_stride must be 1 or 2, got {self.last_stride}.")
+    self.check_last_stride()
     channels = SIZES[self.width_mult]
-    self.stem_block = ConvBNReLU(channels[0], 3, 2, True, self.dtype,
-                                 self.bn_axis_name, name="stem")
+    self.stem_block = ConvBNReLU(channels[0], 3, 2, max_pool=True,
+                                 dtype=self.dtype,
+                                 bn_axis_name=self.bn_axis_name, name="stem")
     strides = (2, 2, self.last_stride)
-    self.stages = [
+    self.units = [
         ShuffleStage(repeats, out, stride, self.dtype, self.bn_axis_name,
                      name=f"stage{i + 2}")
         for i, (repeats, out, stride) in enumerate(
             zip(STAGE_REPEATS, channels[1:4], strides))]
-    self.conv5 = ConvBNReLU(channels[4], 1, dtype=self.dtype,
-                            bn_axis_name=self.bn_axis_name, name="conv5")
-
-  def from_stem(self, h: jax.Array, train: bool) -> jax.Array:
-    """Stem output -> logits (B, num_classes), float32."""
-    for stage in self.stages:
-      h = stage(h, train)
-    h = self.conv5(h, train)
-    self.sow("intermediates", "features_out", h)
-    return self.head(h, train)
+    self.last_conv = ConvBNReLU(channels[4], 1, dtype=self.dtype,
+                                bn_axis_name=self.bn_axis_name, name="conv5")
