@@ -18,9 +18,11 @@ Synopsis:
   mobilenet_v2.py  GCP_Optimization's MobileNetV2
   shufflenet_v2.py GCP_Optimization's ShuffleNetV2
   vgg.py           VGG-16-BN without its fifth max-pool (fast-MPN-COV)
-  vit.py           DeiT
+  vit.py           DeiT, and the encoder block and token backbone that
+                   dropcov_vit.py reuses
   dropcov_vit.py   DropCov's own transformer (DenseNet tokenizer)
-  split.py         StemSplit: the stem / from_stem split of CNN backbones
+  split.py         StemSplit: the stem / from_stem split of CNN backbones;
+                   MobileBackbone, ConvBNAct: shared by the mobile nets
   layers.py        convolutions, BatchNorm, dense layers with PyTorch's
                    initialisation and the backend's 1 x 1 convolution
   summary.py       parameters per module and forward FLOPs
