@@ -236,7 +236,7 @@ def save_results(results: list[GradientProbeResult], path: str) -> None:
   """Writes a list of probe results (e.g. one per training step) as one
   JSON file: {"probes": [...]}, atomically."""
   data = {"probes": [results_io.to_dict(r) for r in results]}
-  results_io.atomic_write_bytes(path, json.dumps(data, indent=1).encode())
+  results_io.atomic_write_json(path, data)
 
 
 def load_results(path: str) -> list[GradientProbeResult]:

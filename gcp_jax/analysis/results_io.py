@@ -48,6 +48,16 @@ def atomic_write_bytes(path: str, data: bytes) -> None:
     raise
 
 
+def atomic_write_json(path: str, data: Any) -> None:
+  """`data` as indented JSON, written atomically (`atomic_write_bytes`)."""
+  atomic_write_bytes(path, json.dumps(data, indent=1).encode())
+
+
+def atomic_write_text(path: str, text: str) -> None:
+  """`text` plus a final newline, written atomically."""
+  atomic_write_bytes(path, (text + "\n").encode())
+
+
 def _jsonable(value: Any) -> Any:
   if isinstance(value, np.ndarray):
     return value.tolist()
@@ -96,7 +106,7 @@ def from_dict(cls: type[T], raw: dict[str, Any]) -> T:
 def save(result: Any, path: str) -> None:
   """Writes a result dataclass to `path` (.json or .npz), atomically."""
   if path.endswith(".json"):
-    atomic_write_bytes(path, json.dumps(to_dict(result), indent=1).encode())
+    atomic_write_json(path, to_dict(result))
   elif path.endswith(".npz"):
     arrays, others = {}, {}
     for f in dataclasses.fields(result):

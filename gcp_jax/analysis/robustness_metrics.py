@@ -86,9 +86,8 @@ def corruption_errors(errors: Mapping[str, Mapping[int, float]],
       severities}; AlexNet's (ImageNet-C) by default, or e.g. a GAP model's
       (`mean_errors`) to compare heads on another data set.
   """
-  _check(errors, corruptions)
-  return {c: float(np.mean([errors[c][s] for s in SEVERITIES])
-                   / baseline[c]) for c in corruptions}
+  return {c: e / baseline[c]
+          for c, e in mean_errors(errors, corruptions).items()}
 
 
 def relative_corruption_errors(errors: Mapping[str, Mapping[int, float]],
@@ -101,11 +100,8 @@ def relative_corruption_errors(errors: Mapping[str, Mapping[int, float]],
   """Relative CE_c = sum_s (E_{s,c} - E_clean) / sum_s (E^base_{s,c} -
   E^base_clean): the degradation under c, relative to the baseline's
   (AlexNet's by default; `baseline` as in `corruption_errors`)."""
-  _check(errors, corruptions)
-  return {c: float((np.mean([errors[c][s] for s in SEVERITIES])
-                    - clean_error)
-                   / (baseline[c] - baseline_clean_error))
-          for c in corruptions}
+  return {c: (e - clean_error) / (baseline[c] - baseline_clean_error)
+          for c, e in mean_errors(errors, corruptions).items()}
 
 
 def mean_errors(errors: Mapping[str, Mapping[int, float]],

@@ -40,7 +40,6 @@ OUT/convergence.txt.
 """
 
 import dataclasses
-import json
 import os
 from typing import Any, Mapping, NamedTuple
 
@@ -254,15 +253,14 @@ def summarize(curves: Mapping[tuple[str, str], Curve], output_dir: str,
         "epochs_to_target": (float(c.epochs[reached[0]]) if reached.size
                              else None),
         "target": target, "target_run": "/".join(baseline)})
-  results_io.atomic_write_bytes(
-      os.path.join(output_dir, "convergence.json"), json.dumps({
-          "rows": rows,
-          "curves": [{"model": c.model, "schedule": c.schedule,
-                      "epochs": c.epochs.tolist(), "top1": c.top1.tolist(),
-                      "lr": c.lr.tolist(), "workdir": c.workdir}
-                     for c in curves.values()]}, indent=1).encode())
-  results_io.atomic_write_bytes(os.path.join(output_dir, "convergence.txt"),
-                                (format_table(rows) + "\n").encode())
+  results_io.atomic_write_json(os.path.join(output_dir, "convergence.json"), {
+      "rows": rows,
+      "curves": [{"model": c.model, "schedule": c.schedule,
+                  "epochs": c.epochs.tolist(), "top1": c.top1.tolist(),
+                  "lr": c.lr.tolist(), "workdir": c.workdir}
+                 for c in curves.values()]})
+  results_io.atomic_write_text(os.path.join(output_dir, "convergence.txt"),
+                               format_table(rows))
   return rows
 
 

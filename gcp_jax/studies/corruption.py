@@ -32,7 +32,6 @@ over corruptions). Written to OUT/corruption.json and OUT/corruption.txt.
 """
 
 import dataclasses
-import json
 import os
 from typing import Any, Mapping
 
@@ -142,10 +141,10 @@ def summarize(results: Mapping[str, Mapping[str, Any]], output_dir: str,
                            for s in rm.SEVERITIES},
         "corruption_error": rm.mean_errors(errors, corruptions),
         "baseline": baseline})
-  results_io.atomic_write_bytes(os.path.join(output_dir, "corruption.json"),
-                                json.dumps({"rows": rows}, indent=1).encode())
-  results_io.atomic_write_bytes(os.path.join(output_dir, "corruption.txt"),
-                                (format_table(rows) + "\n").encode())
+  results_io.atomic_write_json(os.path.join(output_dir, "corruption.json"),
+                               {"rows": rows})
+  results_io.atomic_write_text(os.path.join(output_dir, "corruption.txt"),
+                               format_table(rows))
   return rows
 
 

@@ -359,13 +359,9 @@ def compute_hessians(models: Sequence[TrainedModel], settings: StudySettings,
       m.model, m.variables, analysis_batches(m.config,
                                              settings.hessian_batches),
       settings, mesh) for m in models}
-  _write_json(os.path.join(output_dir, "hessian.json"),
+  results_io.atomic_write_json(os.path.join(output_dir, "hessian.json"),
               {label: results_io.to_dict(h) for label, h in out.items()})
   return out
-
-
-def _write_json(path: str, data: Any) -> None:
-  results_io.atomic_write_bytes(path, json.dumps(data, indent=1).encode())
 
 
 def summarize(models: Sequence[TrainedModel],
@@ -382,11 +378,11 @@ def summarize(models: Sequence[TrainedModel],
     rows.append(summary.summary_row(m.label, m.top1, m.bands,
                                     grids.get("1d"), grids.get("2d"),
                                     hessians.get(m.label)))
-  _write_json(os.path.join(output_dir, "summary.json"),
+  results_io.atomic_write_json(os.path.join(output_dir, "summary.json"),
               {"settings": dataclasses.asdict(settings), "rows": rows})
-  results_io.atomic_write_bytes(os.path.join(output_dir, "summary.txt"),
-                                (summary.format_table(rows) + "\n").encode())
-  _write_json(os.path.join(output_dir, "probe_bands.json"),
+  results_io.atomic_write_text(os.path.join(output_dir, "summary.txt"),
+                               summary.format_table(rows))
+  results_io.atomic_write_json(os.path.join(output_dir, "probe_bands.json"),
               {m.label: results_io.to_dict(m.bands) for m in models
                if m.bands is not None})
   return rows

@@ -40,7 +40,7 @@ import ml_collections
 import numpy as np
 
 from gcp_jax.analysis import robustness_metrics
-from gcp_jax.analysis.results_io import atomic_write_bytes
+from gcp_jax.analysis.results_io import atomic_write_bytes, atomic_write_json
 from gcp_jax.errors import ConfigError
 from gcp_jax.train.evaluation import evaluate_batches
 from gcp_jax.train.reporting import Reporter
@@ -173,7 +173,7 @@ def run_robustness(config: ml_collections.ConfigDict, workdir: str,
   def save():
     if writer:
       os.makedirs(directory, exist_ok=True)
-      atomic_write_bytes(path, json.dumps(results, indent=1).encode())
+      atomic_write_json(path, results)
 
   pending = [cell for cell in cells if cell_key(*cell) not in
              results["cells"]]
@@ -300,7 +300,7 @@ def run_perturbations(config: ml_collections.ConfigDict, workdir: str,
   def save():
     if writer:
       os.makedirs(directory, exist_ok=True)
-      atomic_write_bytes(path, json.dumps(results, indent=1).encode())
+      atomic_write_json(path, results)
 
   step = make_logits_step(restored.model, restored.mesh)
   done = sum(n in results["perturbations"] for n in names)
