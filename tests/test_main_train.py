@@ -70,8 +70,8 @@ def test_users_compiled_program_matches_the_tests(cache, uninterrupted,
   steps. It must compile and run, agree with the test-mode run on the first
   logged window (steps 1-7, before rounding differences have grown), and
   learn as well: 42 steps at LR 0.4 amplify the rounding differences of
-  the two programs (final eval losses seen 0.157 and 0.175), so the end is
-  held to the learning bound, not to the other run."""
+  the two programs (final eval losses seen 0.157 and 0.175), so at the end
+  only top-1 is compared (within 0.02), besides the learning bound."""
   fast_workdir, fast, _ = uninterrupted
   env = dict(_env(4), XLA_FLAGS="--xla_force_host_platform_device_count=4")
   env.pop("JAX_DISABLE_MOST_OPTIMIZATIONS")
@@ -81,6 +81,7 @@ def test_users_compiled_program_matches_the_tests(cache, uninterrupted,
   final = _final(tmp_path)
   assert final["eval"]["count"] == 450
   assert final["eval"]["top1"] > 0.8
+  assert abs(final["eval"]["top1"] - fast["eval"]["top1"]) <= 0.02
   first, first_fast = (reporting.read_metrics(str(w), "train")[0]
                        for w in (tmp_path, fast_workdir))
   assert first["step"] == first_fast["step"] == 7

@@ -82,7 +82,7 @@ def test_parameter_counts(name, millions):
 
 def test_exact_isqrt_resnet50_count():
   """56,929,832: the iSQRT-COV ResNet-50 size quoted by third-party model
-  zoos (USER_NEEDS A4)."""
+  zoos."""
   variables = _abstract_init(create_model("resnet50_isqrt", 1000), 224)
   assert count_params(variables["params"]) == 56_929_832
 

@@ -60,7 +60,8 @@ def test_gcp_polynomial_reference_artefact(name, epochs, period, power,
 
 
 def test_lrfast_epoch0_artefact_value():
-  """USER_NEEDS B.8: the reference's epoch-0 LRfast value 0.12331."""
+  """The reference code's epoch-0 LRfast value at base 0.1: 0.12331
+  (docs/method.md §8.4)."""
   got = _per_epoch(30, name="lrfast", reference_epoch_artefact=True)
   assert abs(got[0] - 0.12331) < 5e-6
 
@@ -192,7 +193,8 @@ ONE_EPOCH_FIELDS = {
 
 @pytest.mark.parametrize("name", sorted(SCHEDULES))
 def test_given_base_lr_is_used(name):
-  """USER_NEEDS B.8: lr = 0.05 gives 0.05 at the start, never 0.1 (LRfast
+  """The base LR is used as given: lr = 0.05 gives 0.05 at the start,
+  never a per-architecture 0.1 (LRfast
   and LRadju: at epoch 1; the reference's 0-based epoch puts epoch 0 above
   the base, by (1 + 1 / period)^power)."""
   schedule = _schedule(0.05, 10, name=name, **ONE_EPOCH_FIELDS[name])
